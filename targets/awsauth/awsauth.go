@@ -1,0 +1,122 @@
+// Package awsauth gives AWS targets their configuration: the service's own
+// identity from the SDK's default chain (environment, shared files, instance
+// role; AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE> point clients at a
+// local server), then the user's role assumed with its external id, cached
+// and refreshed before expiry so multi-hour uploads never fail on it.
+// It also validates the fields every AWS target shares.
+package awsauth
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/cloudupload/cloudupload"
+)
+
+// Role is whom to act as in the user's account.
+type Role struct {
+	ARN        string // arn:aws:iam::123456789012:role/obs
+	ExternalID string // handed to the user by the frontend; not a secret
+	Session    string // RoleSessionName, e.g. "cloudupload-6"
+}
+
+// Options tune the HTTP client shared by every service client.
+type Options struct {
+	// MaxConns is the number of parallel requests the caller will make; the
+	// transport keeps that many idle connections per host (default 10).
+	MaxConns int
+}
+
+// Config loads the service's own configuration for region and assumes role.
+// Credentials are fetched lazily on the first request and refreshed five
+// minutes before they expire.
+func Config(ctx context.Context, region string, role Role, opt Options) (aws.Config, error) {
+	conns := opt.MaxConns
+	if conns < 10 {
+		conns = 10
+	}
+	client := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.MaxIdleConns = 2 * conns
+		t.MaxIdleConnsPerHost = conns
+	})
+	base, err := config.LoadDefaultConfig(ctx, config.WithRegion(region), config.WithHTTPClient(client))
+	if err != nil {
+		return aws.Config{}, cloudupload.Errorf(cloudupload.EINTERNAL, "load AWS configuration: %v", err)
+	}
+	if role.ARN == "" {
+		return base, nil
+	}
+	provider := stscreds.NewAssumeRoleProvider(sts.NewFromConfig(base), role.ARN, func(o *stscreds.AssumeRoleOptions) {
+		if role.ExternalID != "" {
+			o.ExternalID = aws.String(role.ExternalID)
+		}
+		o.RoleSessionName = SessionName(role.Session)
+		o.Duration = time.Hour
+	})
+	cfg := base.Copy()
+	cfg.Credentials = aws.NewCredentialsCache(provider, func(o *aws.CredentialsCacheOptions) {
+		o.ExpiryWindow = 5 * time.Minute
+	})
+	return cfg, nil
+}
+
+var sessionChars = regexp.MustCompile(`[^\w+=,.@-]`)
+
+// SessionName makes s a valid RoleSessionName (2–64 of [\w+=,.@-]).
+func SessionName(s string) string {
+	s = sessionChars.ReplaceAllString(s, "-")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	for len(s) < 2 {
+		s += "-"
+	}
+	return s
+}
+
+var (
+	arnRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
+	regionRE = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$`)
+)
+
+// CheckARN validates an IAM role ARN; field names it in the error.
+func CheckARN(field, s string) error {
+	if s == "" {
+		return cloudupload.Errorf(cloudupload.EINVALID, "%s is missing", field)
+	}
+	if !arnRE.MatchString(s) {
+		return cloudupload.Errorf(cloudupload.EINVALID, "%s %q is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)", field, s)
+	}
+	return nil
+}
+
+// CheckRegion validates an AWS region name such as eu-central-1.
+func CheckRegion(field, s string) error {
+	if s == "" {
+		return cloudupload.Errorf(cloudupload.EINVALID, "%s is missing", field)
+	}
+	if !regionRE.MatchString(s) {
+		return cloudupload.Errorf(cloudupload.EINVALID, "%s %q is not an AWS region (such as us-east-1)", field, s)
+	}
+	return nil
+}
+
+// CheckExternalID validates an STS external id (2–1224 of [\w+=,.@:/-]),
+// allowing it to be absent.
+func CheckExternalID(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) < 2 || len(s) > 1224 || !regexp.MustCompile(`^[\w+=,.@:/-]+$`).MatchString(s) {
+		return cloudupload.Errorf(cloudupload.EINVALID, "%s is not a valid external id (2 to 1224 of letters, digits and +=,.@:/-)", field)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package targets
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// Log writes lines for people into the job log: what is happening, progress,
+// how long each step took. It is safe for concurrent use. It must never be
+// given secrets.
+type Log struct {
+	mu  sync.Mutex
+	w   io.Writer
+	now func() time.Time
+}
+
+// NewLog returns a Log writing to w.
+func NewLog(w io.Writer) *Log { return &Log{w: w, now: time.Now} }
+
+// Printf writes one timestamped line.
+func (l *Log) Printf(format string, args ...any) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "%s %s\n", l.now().UTC().Format("2006-01-02 15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// Step logs the start of a step and returns a function that logs its end
+// with the time it took: `defer log.Step("register image %s", name)()`.
+func (l *Log) Step(format string, args ...any) (done func()) {
+	what := fmt.Sprintf(format, args...)
+	l.Printf("%s ...", what)
+	start := time.Now()
+	return func() { l.Printf("%s: done in %s", what, Round(time.Since(start))) }
+}
+
+// Round shortens a duration for people.
+func Round(d time.Duration) time.Duration {
+	switch {
+	case d > time.Minute:
+		return d.Round(time.Second)
+	case d > time.Second:
+		return d.Round(100 * time.Millisecond)
+	default:
+		return d.Round(time.Millisecond)
+	}
+}
+
+// Progress reports how far a transfer of Total bytes has come, at most once
+// per Every, with percent and MiB/s. Add may be called from many goroutines.
+type Progress struct {
+	log   *Log
+	what  string
+	total int64
+	every time.Duration
+	start time.Time
+
+	mu       sync.Mutex
+	done     int64
+	lastTime time.Time
+	lastDone int64
+}
+
+// Progress starts reporting on a transfer called what of total bytes
+// (0 = unknown) every 5 seconds.
+func (l *Log) Progress(what string, total int64) *Progress {
+	now := time.Now()
+	return &Progress{log: l, what: what, total: total, every: 5 * time.Second, start: now, lastTime: now}
+}
+
+// Add records n more bytes done and logs if the interval has passed.
+func (p *Progress) Add(n int64) {
+	p.mu.Lock()
+	p.done += n
+	now := time.Now()
+	if now.Sub(p.lastTime) < p.every {
+		p.mu.Unlock()
+		return
+	}
+	rate := float64(p.done-p.lastDone) / now.Sub(p.lastTime).Seconds()
+	p.lastTime, p.lastDone = now, p.done
+	line := p.line(rate)
+	p.mu.Unlock()
+	p.log.Printf("%s", line)
+}
+
+// Done logs the final figures: bytes, time and average rate.
+func (p *Progress) Done() {
+	p.mu.Lock()
+	d := time.Since(p.start)
+	avg := float64(p.done) / d.Seconds()
+	line := fmt.Sprintf("%s: %s in %s (%.1f MiB/s)", p.what, MiB(p.done), Round(d), avg/(1<<20))
+	p.mu.Unlock()
+	p.log.Printf("%s", line)
+}
+
+func (p *Progress) line(rate float64) string {
+	if p.total > 0 {
+		return fmt.Sprintf("%s: %s of %s (%d%%), %.1f MiB/s", p.what, MiB(p.done), MiB(p.total), p.done*100/p.total, rate/(1<<20))
+	}
+	return fmt.Sprintf("%s: %s, %.1f MiB/s", p.what, MiB(p.done), rate/(1<<20))
+}
+
+// MiB formats a byte count for people.
+func MiB(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
