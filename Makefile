@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` (a whole job on the embedded default)
+# and `make test` (everything CI runs). `make bench` measures speed.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+BENCHOUT ?= bench-results
+
+.PHONY: all build test test-deps vet layering demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# test-deps installs what the tests talk to (moto, xz, zstd) when missing.
+test-deps:
+	@scripts/ensure-test-deps.sh
+
+vet:
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
+
+# The daemon reaches targets only through the uploader process: it must not
+# link a target or a cloud SDK.
+layering:
+	@bad=$$($(GO) list -deps ./cmd/cloudupload-server ./backend/... ./xmlapi/... | grep -E 'aws-sdk-go|/targets' || true); \
+	  if [ -n "$$bad" ]; then echo "the daemon must not import targets or cloud SDKs:"; echo "$$bad"; exit 1; fi
+
+test: test-deps build vet layering
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+demo:
+	@scripts/demo.sh
+
+bench: build
+	@scripts/bench.sh $(BENCHOUT)
+
+clean:
+	rm -rf $(BIN) demo $(BENCHOUT)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# make bench: every Go benchmark of the project, one run, on this machine.
+# Figures are ratios against baselines measured in the same run (reading the
+# image, aws s3 cp, rclone) plus absolute numbers and peak memory, because
+# these machines are shared and noisy. Output: $1/bench.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench-results}
+mkdir -p "$out"
+scripts/ensure-test-deps.sh
+# The S3 comparison needs the other clients; install them when missing.
+if ! command -v rclone >/dev/null || ! command -v aws >/dev/null; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		apt-get update -qq >/dev/null
+		pkgs=()
+		command -v rclone >/dev/null || pkgs+=(rclone)
+		command -v aws >/dev/null || pkgs+=(awscli)
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+	fi
+fi
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(go version)" | tee "$out/bench.txt"
+go test -run '^$' -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1x}" -count 1 -timeout 60m ./... 2>&1 | tee -a "$out/bench.txt"
