@@ -85,7 +85,7 @@ func SessionName(s string) string {
 var (
 	arnRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
 	regionRE = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$`)
-	extIDRE  = regexp.MustCompile(`^[\w+=,.@:/-]{2,1224}$`)
+	extIDRE  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
 // CheckARN validates an IAM role ARN; field names it in the error.
@@ -116,7 +116,7 @@ func CheckExternalID(field, s string) error {
 	if s == "" {
 		return nil
 	}
-	if !extIDRE.MatchString(s) {
+	if len(s) < 2 || len(s) > 1224 || !extIDRE.MatchString(s) {
 		return cloudupload.Errorf(cloudupload.EINVALID, "%s is not a valid external id (2 to 1224 of letters, digits and +=,.@:/-)", field)
 	}
 	return nil
