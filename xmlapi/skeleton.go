@@ -37,8 +37,10 @@ func ParseSkeleton(body []byte) (cloudupload.Job, []byte, error) {
 		return job, nil, cloudupload.Errorf(cloudupload.EINVALID, "job skeleton is not valid XML")
 	}
 	root := doc.Root()
-	if root == nil {
+	if root == nil && len(bytes.TrimSpace(body)) == 0 {
 		return job, nil, cloudupload.Errorf(cloudupload.EINVALID, "job skeleton is empty")
+	} else if root == nil {
+		return job, nil, cloudupload.Errorf(cloudupload.EINVALID, "job skeleton is not valid XML")
 	}
 	if root.Tag != "clouduploadjob" || root.Space != "" {
 		return job, nil, cloudupload.Errorf(cloudupload.EINVALID, "job skeleton must be a <clouduploadjob> document, not <%s>", truncate(root.FullTag()))

@@ -1,0 +1,497 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/xmlapi"
+)
+
+// Manager is what the API needs of the job manager; *backend.Manager
+// implements it. Errors are *cloudupload.Error where the caller is at fault
+// (ENOTFOUND for unknown ids, EINVALID, ECONFLICT…); anything else is
+// answered as an internal error.
+type Manager interface {
+	// Create validates and creates a job; for Origin fetch the image is then
+	// copied in the background. It returns the job as stored (state created).
+	Create(ctx context.Context, job cloudupload.Job, data []byte) (cloudupload.Job, error)
+	// Receive reads the image of a job created with Origin put; size is the
+	// request's Content-Length.
+	Receive(ctx context.Context, id int64, body io.Reader, size int64) error
+	// Get returns one job, ENOTFOUND "no such job" when unknown.
+	Get(id int64) (cloudupload.Job, error)
+	// List returns the jobs of ids in that order, unknown ids skipped; nil
+	// ids means every job in ascending id order.
+	List(ids []int64) []cloudupload.Job
+	// Kill ends an unfinished job and returns once it is final; nil when the
+	// job is already final.
+	Kill(ctx context.Context, id int64) error
+	// LogPath returns the path of the job's log, which may not exist yet.
+	LogPath(id int64) (string, error)
+}
+
+// Limits on request bodies.
+const (
+	MaxTargetData = 10 << 20                 // JSON target data of POST /cloudupload
+	MaxSkeleton   = 2*MaxTargetData + 64<<10 // XML job skeleton: hex target data and the fields
+	maxForm       = 64 << 10                 // form body of POST /cloudupload/<id>
+)
+
+// Config configures the handler.
+type Config struct {
+	Manager Manager // required
+	// Token, when not empty, is the bearer token every POST and PUT must
+	// carry (Authorization: Bearer <token>); GETs stay open.
+	Token string
+	// PublicKey is the PEM public key served at /cloudupload/_pubkey; empty
+	// answers 404 there.
+	PublicKey []byte
+	// LogPoll is how often a streamed log is checked for growth; default 200ms.
+	LogPoll time.Duration
+	Logger  *slog.Logger // default slog.Default()
+}
+
+// Server is the http.Handler of the API.
+type Server struct {
+	m       Manager
+	token   []byte
+	pubkey  []byte
+	pubinfo []byte // <pubkeyinfo> document, nil without key
+	poll    time.Duration
+	log     *slog.Logger
+}
+
+// New returns the API handler. It fails when PublicKey is set but is not a
+// PEM public key.
+func New(cfg Config) (*Server, error) {
+	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), pubkey: cfg.PublicKey, poll: cfg.LogPoll, log: cfg.Logger}
+	if s.poll <= 0 {
+		s.poll = 200 * time.Millisecond
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if len(cfg.PublicKey) > 0 {
+		info, err := PubkeyInfo(cfg.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		s.pubinfo = xmlapi.Pubkey(info)
+	}
+	return s, nil
+}
+
+// PubkeyInfo describes a PEM public key (PKIX "PUBLIC KEY" or PKCS#1 "RSA
+// PUBLIC KEY"): algorithm, size in bits and the SHA-256 of its DER form.
+func PubkeyInfo(pemKey []byte) (xmlapi.PubkeyInfo, error) {
+	block, _ := pem.Decode(pemKey)
+	if block == nil {
+		return xmlapi.PubkeyInfo{}, errors.New("public key is not PEM")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PUBLIC KEY":
+		key, err = x509.ParsePKIXPublicKey(block.Bytes)
+	case "RSA PUBLIC KEY":
+		key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+	default:
+		err = fmt.Errorf("PEM block %q is not a public key", block.Type)
+	}
+	if err != nil {
+		return xmlapi.PubkeyInfo{}, fmt.Errorf("parse public key: %w", err)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	info := xmlapi.PubkeyInfo{Fingerprint: "sha256:" + hex.EncodeToString(sum[:])}
+	switch k := key.(type) {
+	case interface{ Size() int }: // *rsa.PublicKey
+		info.Algo, info.KeySize = "rsa", k.Size()*8
+	default:
+		return xmlapi.PubkeyInfo{}, fmt.Errorf("public key of type %T is not RSA", key)
+	}
+	return info, nil
+}
+
+// ServeHTTP routes a request as OBS's upload server did.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cloudupload"`)
+		s.fail(w, r, cloudupload.Errorf(cloudupload.EUNAUTHORIZED, "authorization required"))
+		return
+	}
+	path := r.URL.Path
+	switch {
+	case path == "/":
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			s.hello(w, r)
+			return
+		}
+	case path == "/cloudupload":
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			s.list(w, r)
+			return
+		case http.MethodPost:
+			s.create(w, r)
+			return
+		}
+	case path == "/cloudupload/_pubkey":
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			s.getPubkey(w, r)
+			return
+		}
+	case strings.HasPrefix(path, "/cloudupload/"):
+		name, rest, _ := strings.Cut(path[len("/cloudupload/"):], "/")
+		switch {
+		case rest == "" && !strings.HasSuffix(path, "/"):
+			switch r.Method {
+			case http.MethodGet, http.MethodHead:
+				s.job(w, r, name)
+				return
+			case http.MethodPut:
+				s.put(w, r, name)
+				return
+			case http.MethodPost:
+				s.command(w, r, name)
+				return
+			}
+		case rest == "_log":
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				s.logFile(w, r, name)
+				return
+			}
+		}
+	}
+	s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unknown request: %s:%s", r.Method, path))
+}
+
+// authorized reports whether r carries the configured bearer token (or no
+// token is configured).
+func (s *Server) authorized(r *http.Request) bool {
+	if len(s.token) == 0 {
+		return true
+	}
+	auth := r.Header.Get("Authorization")
+	const prefix = "Bearer "
+	if len(auth) < len(prefix) || !strings.EqualFold(auth[:len(prefix)], prefix) {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(auth[len(prefix):])), s.token) == 1
+}
+
+func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
+	if err := checkParams(r.URL.RawQuery); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeXML(w, xmlapi.Hello())
+}
+
+func (s *Server) getPubkey(w http.ResponseWriter, r *http.Request) {
+	q, err := parseQuery(r.URL.RawQuery, "view")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if s.pubkey == nil {
+		s.fail(w, r, cloudupload.Errorf(cloudupload.ENOTFOUND, "no public key configured"))
+		return
+	}
+	switch view := q.get("view"); view {
+	case "":
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", strconv.Itoa(len(s.pubkey)))
+		w.Write(s.pubkey)
+	case "info":
+		writeXML(w, s.pubinfo)
+	default:
+		s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unknown view %q", view))
+	}
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	q, err := parseQuery(r.URL.RawQuery, "name")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	names := q["name"]
+	if len(names) == 0 {
+		writeXML(w, xmlapi.JobList(s.m.List(nil)))
+		return
+	}
+	ids := make([]int64, 0, len(names))
+	for _, n := range names {
+		if id, ok := ParseID(n); ok {
+			ids = append(ids, id)
+		}
+	}
+	var jobs []cloudupload.Job
+	if len(ids) > 0 {
+		jobs = s.m.List(ids)
+	}
+	writeXML(w, xmlapi.JobList(jobs))
+}
+
+// getJob parses name and looks the job up; unknown or malformed names are
+// ENOTFOUND "no such job".
+func (s *Server) getJob(name string) (int64, cloudupload.Job, error) {
+	id, ok := ParseID(name)
+	if !ok {
+		return 0, cloudupload.Job{}, errNoSuchJob
+	}
+	job, err := s.m.Get(id)
+	return id, job, err
+}
+
+var errNoSuchJob = cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job")
+
+func (s *Server) job(w http.ResponseWriter, r *http.Request, name string) {
+	_, job, err := s.getJob(name)
+	if err == nil {
+		err = checkParams(r.URL.RawQuery)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeXML(w, xmlapi.Job(job))
+}
+
+// create is POST /cloudupload: with query parameters and JSON target data
+// (public route, the daemon fetches the image), or with an XML job skeleton
+// (internal route, the image follows by PUT).
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	var job cloudupload.Job
+	var data []byte
+	var err error
+	if isXML(r) || r.URL.RawQuery == "" {
+		var body []byte
+		if body, err = readBody(w, r, MaxSkeleton, "job skeleton"); err == nil {
+			job, data, err = xmlapi.ParseSkeleton(body)
+		}
+	} else {
+		job, err = jobFromQuery(r.URL.RawQuery)
+		if err == nil {
+			data, err = readBody(w, r, MaxTargetData, "target data")
+		}
+	}
+	if err == nil {
+		job, err = s.m.Create(r.Context(), job, data)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("job created", "job", job.ID, "user", job.User, "target", job.Target, "origin", job.Origin,
+		"image", job.Project+"/"+job.Repository+"/"+job.Arch+"/"+job.Package+"/"+job.Filename)
+	writeXML(w, xmlapi.Job(job))
+}
+
+// jobFromQuery reads the public create route's parameters, each required
+// exactly once.
+func jobFromQuery(raw string) (cloudupload.Job, error) {
+	fields := []string{"project", "repository", "arch", "package", "filename", "user", "target"}
+	q, err := parseQuery(raw, fields...)
+	if err != nil {
+		return cloudupload.Job{}, err
+	}
+	for _, f := range fields {
+		if len(q[f]) == 0 || q[f][0] == "" {
+			return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "%s is missing", f)
+		}
+		if len(q[f]) > 1 {
+			return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "%s is given more than once", f)
+		}
+	}
+	return cloudupload.Job{
+		Project: q.get("project"), Repository: q.get("repository"), Arch: q.get("arch"),
+		Package: q.get("package"), Filename: q.get("filename"), User: q.get("user"), Target: q.get("target"),
+		Origin: cloudupload.OriginFetch,
+	}, nil
+}
+
+func isXML(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && (mt == "text/xml" || mt == "application/xml")
+}
+
+// readBody reads a request body of at most limit bytes; beyond: ETOOLARGE.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, error) {
+	tooLarge := cloudupload.Errorf(cloudupload.ETOOLARGE, "%s is larger than %d MiB", what, limit>>20)
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	var b bytes.Buffer
+	if r.ContentLength > 0 {
+		b.Grow(int(r.ContentLength))
+	}
+	_, err := b.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, tooLarge
+	} else if err != nil {
+		return nil, &cloudupload.Error{Code: cloudupload.EINVALID, Message: "reading the " + what + " failed", Err: err}
+	}
+	return b.Bytes(), nil
+}
+
+// put is PUT /cloudupload/<id>: the image of a job created from a skeleton.
+func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
+	id, ok := ParseID(name)
+	if !ok {
+		s.fail(w, r, errNoSuchJob)
+		return
+	}
+	if err := checkParams(r.URL.RawQuery); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if r.ContentLength < 0 {
+		if _, err := s.m.Get(id); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.failStatus(w, r, http.StatusLengthRequired, "content length is required", nil)
+		return
+	}
+	start := time.Now()
+	if err := s.m.Receive(r.Context(), id, r.Body, r.ContentLength); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d := time.Since(start)
+	s.log.Info("image received", "job", id, "bytes", r.ContentLength, "duration", d.Round(time.Millisecond),
+		"MiB/s", fmt.Sprintf("%.1f", float64(r.ContentLength)/(1<<20)/max(d.Seconds(), 1e-9)))
+	writeXML(w, xmlapi.OK())
+}
+
+// command is POST /cloudupload/<id>: cmd=kill or command=kill, in the query
+// or a form body.
+func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
+	id, _, err := s.getJob(name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q, err := parseQuery(r.URL.RawQuery, "cmd", "command")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
+		body, err := readBody(w, r, maxForm, "form")
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		f, err := parseQuery(string(body), "cmd", "command")
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		for k, v := range f {
+			q[k] = append(q[k], v...)
+		}
+	}
+	cmds := append(q["cmd"], q["command"]...)
+	switch {
+	case len(cmds) == 0:
+		err = cloudupload.Errorf(cloudupload.EINVALID, "cmd is missing")
+	case len(cmds) > 1:
+		err = cloudupload.Errorf(cloudupload.EINVALID, "cmd is given more than once")
+	case cmds[0] != "kill":
+		err = cloudupload.Errorf(cloudupload.EINVALID, "unknown command %q", truncate(cmds[0]))
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	start := time.Now()
+	if err := s.m.Kill(r.Context(), id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("job killed", "job", id, "duration", time.Since(start).Round(time.Millisecond))
+	writeXML(w, xmlapi.OK())
+}
+
+func writeXML(w http.ResponseWriter, doc []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/xml")
+	h.Set("Content-Length", strconv.Itoa(len(doc)))
+	w.Write(doc)
+}
+
+// statusOf maps an error code to its HTTP status.
+func statusOf(code string) int {
+	switch code {
+	case cloudupload.EINVALID, cloudupload.ECONFLICT:
+		return http.StatusBadRequest
+	case cloudupload.ENOTFOUND:
+		return http.StatusNotFound
+	case cloudupload.ETOOLARGE:
+		return http.StatusRequestEntityTooLarge
+	case cloudupload.EUNAUTHORIZED:
+		return http.StatusUnauthorized
+	}
+	return http.StatusInternalServerError
+}
+
+// fail answers err as a <status> document. Internal errors are logged with
+// their cause and shown as "internal error".
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := cloudupload.ErrorCode(err)
+	status := statusOf(code)
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else if u := errors.Unwrap(err); u != nil {
+		s.log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	s.failStatus(w, r, status, cloudupload.ErrorMessage(err), err)
+}
+
+// failStatus writes the <status> document with summary as the status line's
+// reason phrase, as OBS's server did. Go's http.ResponseWriter always writes
+// the standard reason phrase, so on HTTP/1.x the connection is taken over to
+// write the response by hand (and then closed); elsewhere (HTTP/2, tests
+// with a recorder) the standard phrase is used.
+func (s *Server) failStatus(w http.ResponseWriter, r *http.Request, status int, summary string, _ error) {
+	doc := xmlapi.Status(status, summary)
+	if rec, ok := w.(*recorder); ok {
+		rec.setStatus(status)
+	}
+	if r.ProtoMajor == 1 && writeRaw(w, r, status, summary, doc) {
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/xml")
+	h.Set("Content-Length", strconv.Itoa(len(doc)))
+	h.Set("Connection", "close")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(doc)
+	}
+}
+
+func truncate(s string) string {
+	if r := []rune(s); len(r) > 40 {
+		return string(r[:40]) + "…"
+	}
+	return s
+}
