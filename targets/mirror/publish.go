@@ -1,0 +1,364 @@
+package mirror
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/buildinfo"
+	"github.com/cloudupload/cloudupload/targets"
+)
+
+// Publish publishes the file src under the name filename as described by o
+// and returns the result: "<tree>:<series>/<build_id>/[<area>/]<filename>".
+// See the package comment for the steps and guarantees.
+func Publish(ctx context.Context, o *Options, src, filename string, log *targets.Log) (string, error) {
+	if log == nil {
+		log = targets.NewLog(io.Discard)
+	}
+	st, err := os.Stat(o.Tree.Dir)
+	if err != nil || !st.IsDir() {
+		return "", cloudupload.Errorf(cloudupload.EINTERNAL, "mirror tree %s is not available on the server", o.Tree.Name)
+	}
+	seriesDir := filepath.Join(o.Tree.Dir, filepath.FromSlash(o.Series))
+	if err := os.MkdirAll(seriesDir, 0o755); err != nil {
+		return "", fmt.Errorf("create series %s: %w", o.Series, err)
+	}
+	staging, err := os.MkdirTemp(seriesDir, ".staging-"+o.BuildID+"-")
+	if err != nil {
+		return "", fmt.Errorf("create staging directory: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if err := os.RemoveAll(staging); err != nil {
+				log.Printf("could not remove staging directory %s: %v", filepath.Base(staging), err)
+			}
+		}
+	}()
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return "", err
+	}
+	fileDir := staging
+	rel := filename
+	if o.Area != "" {
+		fileDir = filepath.Join(staging, o.Area)
+		rel = o.Area + "/" + filename
+		if err := os.Mkdir(fileDir, 0o755); err != nil {
+			return "", err
+		}
+	}
+
+	// 1. The file, copied as received, hashed on the way.
+	sums := map[string][32]byte{}
+	sum, size, err := copyFile(ctx, src, filepath.Join(fileDir, filename), log, filename)
+	if err != nil {
+		return "", err
+	}
+	sums[rel] = sum
+
+	// 2. BUILD-INFO.txt, the result marker, the retention class.
+	if o.BuildInfo != nil {
+		bi, err := buildinfo.Parse(o.BuildInfo)
+		if err != nil {
+			return "", cloudupload.Errorf(cloudupload.EINVALID, "build_info does not parse: %v", err)
+		}
+		for _, w := range bi.Warnings() {
+			log.Printf("BUILD-INFO.txt: %s", w)
+		}
+		if bi.Match(filename) == nil {
+			log.Printf("warning: BUILD-INFO.txt has no block for %s: downloads of it will be denied", filename)
+		}
+		p := strings.TrimSuffix(rel, filename) + BuildInfoName
+		if sums[p], err = writeSmall(filepath.Join(staging, filepath.FromSlash(p)), o.BuildInfo); err != nil {
+			return "", err
+		}
+	}
+	if sums[ResultName], err = writeSmall(filepath.Join(staging, ResultName), []byte(o.Result+"\n")); err != nil {
+		return "", err
+	}
+	if o.Retention != "" {
+		if sums[RetentionName], err = writeSmall(filepath.Join(staging, RetentionName), []byte(o.Retention+"\n")); err != nil {
+			return "", err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("publication cancelled: %w", err)
+	}
+
+	// 3. Under the series lock: pick the id, dedup, MANIFEST, rename, links.
+	lock, err := LockSeries(ctx, seriesDir)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Unlock()
+
+	id, err := freeID(seriesDir, o)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range o.Links {
+		st, err := os.Lstat(filepath.Join(seriesDir, l))
+		if err == nil && st.Mode()&fs.ModeSymlink == 0 {
+			return "", cloudupload.Errorf(cloudupload.EINVALID, "links: %s in series %s exists and is not a link", l, o.Series)
+		}
+	}
+	builds, err := ListBuilds(seriesDir)
+	if err != nil {
+		return "", fmt.Errorf("list series %s: %w", o.Series, err)
+	}
+	if len(builds) > 0 {
+		dedup(builds[len(builds)-1], filepath.Join(fileDir, filename), sum, size, log)
+	}
+	if err := writeManifest(staging, sums); err != nil {
+		return "", err
+	}
+	if o.Area != "" {
+		if err := syncDir(fileDir); err != nil {
+			return "", err
+		}
+	}
+	if err := syncDir(staging); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("publication cancelled: %w", err)
+	}
+	final := filepath.Join(seriesDir, id)
+	if err := os.Rename(staging, final); err != nil {
+		return "", fmt.Errorf("move build %s into place: %w", id, err)
+	}
+	committed = true
+	if err := syncDir(seriesDir); err != nil {
+		return "", err
+	}
+	result := fmt.Sprintf("%s:%s/%s/%s", o.Tree.Name, o.Series, id, rel)
+	log.Printf("published %s (%s, result %s)", result, targets.MiB(size), o.Result)
+
+	// 4. Links: only for a successful build, only forward.
+	if o.Result != "success" {
+		if len(o.Links) > 0 {
+			log.Printf("links %s left alone: the build did not succeed", strings.Join(o.Links, ", "))
+		}
+		return result, nil
+	}
+	for _, l := range o.Links {
+		moved, old, err := moveLink(seriesDir, l, id)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("build %s is published but link %s could not be updated: %w", id, l, err)
+		case moved && old != "":
+			log.Printf("link %s: %s -> %s", l, old, id)
+		case moved:
+			log.Printf("link %s -> %s", l, id)
+		default:
+			log.Printf("link %s stays at %s, which is newer than %s", l, old, id)
+		}
+	}
+	if err := syncDir(seriesDir); err != nil {
+		return "", err
+	}
+	return result, nil
+}
+
+// freeID returns the build id to use: o.BuildID, or for a generated id that
+// is taken, the first free "<id>.N". A given id that exists is an error.
+func freeID(seriesDir string, o *Options) (string, error) {
+	id := o.BuildID
+	for n := 2; ; n++ {
+		_, err := os.Lstat(filepath.Join(seriesDir, id))
+		if errors.Is(err, fs.ErrNotExist) {
+			return id, nil
+		} else if err != nil {
+			return "", err
+		}
+		if !o.DefaultID {
+			return "", cloudupload.Errorf(cloudupload.ECONFLICT, "build %s already exists in series %s", id, o.Series)
+		}
+		if n > 1000 {
+			return "", cloudupload.Errorf(cloudupload.ECONFLICT, "no free build id for %s in series %s", o.BuildID, o.Series)
+		}
+		id = fmt.Sprintf("%s.%d", o.BuildID, n)
+	}
+}
+
+// copyFile copies src to dst (new, 0644), fsyncs it and returns its sha256
+// and size. It stops soon after ctx is cancelled.
+func copyFile(ctx context.Context, src, dst string, log *targets.Log, what string) (sum [32]byte, n int64, err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return sum, 0, fmt.Errorf("open image: %w", err)
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return sum, 0, err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return sum, 0, fmt.Errorf("create %s: %w", filepath.Base(dst), err)
+	}
+	defer func() {
+		if out != nil {
+			out.Close()
+		}
+	}()
+	h := sha256.New()
+	progress := log.Progress("copy "+what, st.Size())
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return sum, n, fmt.Errorf("copy %s cancelled: %w", what, err)
+		}
+		k, rerr := in.Read(buf)
+		if k > 0 {
+			h.Write(buf[:k])
+			if _, err := out.Write(buf[:k]); err != nil {
+				return sum, n, fmt.Errorf("write %s: %w", what, err)
+			}
+			n += int64(k)
+			progress.Add(int64(k))
+		}
+		if rerr == io.EOF {
+			break
+		} else if rerr != nil {
+			return sum, n, fmt.Errorf("read image: %w", rerr)
+		}
+	}
+	if err := out.Sync(); err != nil {
+		return sum, n, fmt.Errorf("sync %s: %w", what, err)
+	}
+	err = out.Close()
+	out = nil
+	if err != nil {
+		return sum, n, fmt.Errorf("close %s: %w", what, err)
+	}
+	progress.Done()
+	copy(sum[:], h.Sum(nil))
+	return sum, n, nil
+}
+
+func writeSmall(path string, data []byte) ([32]byte, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return sha256.Sum256(data), nil
+}
+
+// writeManifest writes dir/MANIFEST in `sha256sum` format, sorted by path.
+func writeManifest(dir string, sums map[string][32]byte) error {
+	paths := make([]string, 0, len(sums))
+	for p := range sums {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	var b strings.Builder
+	for _, p := range paths {
+		s := sums[p]
+		b.WriteString(hex.EncodeToString(s[:]) + "  " + p + "\n")
+	}
+	_, err := writeSmall(filepath.Join(dir, ManifestName), []byte(b.String()))
+	return err
+}
+
+// dedup replaces the staged file path by a hard link to a file of prev with
+// the same sha256 (from prev's MANIFEST) and size. Failing that, the copy
+// stays: dedup only saves space.
+func dedup(prev Build, path string, sum [32]byte, size int64, log *targets.Log) {
+	m, err := readManifest(filepath.Join(prev.Dir, ManifestName))
+	if err != nil {
+		return
+	}
+	var names []string
+	for name, s := range m {
+		if s == sum {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
+			continue
+		}
+		old := filepath.Join(prev.Dir, filepath.FromSlash(name))
+		st, err := os.Lstat(old)
+		if err != nil || !st.Mode().IsRegular() || st.Size() != size {
+			continue
+		}
+		tmp := path + ".dedup"
+		if err := os.Link(old, tmp); err != nil {
+			log.Printf("dedup: cannot hard-link to build %s: %v", prev.ID, err)
+			return
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			os.Remove(tmp)
+			return
+		}
+		log.Printf("dedup: %s is unchanged since build %s: hard-linked to its copy", filepath.Base(path), prev.ID)
+		return
+	}
+}
+
+// moveLink points seriesDir/name at build id unless it already points at a
+// newer build (CompareIDs). The link is replaced atomically: a symlink under
+// a temporary name renamed over it. It returns whether it moved and the
+// build it pointed at before.
+func moveLink(seriesDir, name, id string) (moved bool, old string, err error) {
+	path := filepath.Join(seriesDir, name)
+	if t, err := os.Readlink(path); err == nil {
+		old = t
+		if !strings.Contains(t, "/") && CompareIDs(t, id) >= 0 {
+			if _, err := os.Stat(filepath.Join(seriesDir, t)); err == nil {
+				return false, old, nil
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, "", err
+	}
+	tmp, err := tempName(seriesDir, ".link-"+name+"-")
+	if err != nil {
+		return false, old, err
+	}
+	if err := os.Symlink(id, tmp); err != nil {
+		return false, old, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return false, old, err
+	}
+	return true, old, nil
+}
+
+// tempName returns an unused name in dir starting with prefix.
+func tempName(dir, prefix string) (string, error) {
+	f, err := os.CreateTemp(dir, prefix)
+	if err != nil {
+		return "", err
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
