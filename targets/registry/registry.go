@@ -7,12 +7,14 @@ import (
 	"sort"
 
 	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/targets/mirror"
 )
 
 // All returns a fresh instance of every known target, sorted by name.
 func All() []targets.Target {
 	all := []targets.Target{
 		// One line per target, e.g. ec2.New(),
+		mirror.New(),
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].Name() < all[j].Name() })
 	return all
