@@ -1,0 +1,65 @@
+package backend
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cloudupload/cloudupload"
+)
+
+// Config configures a Manager. Zero values take the documented defaults.
+type Config struct {
+	StateDir          string        // required; created if missing
+	Uploader          string        // path of clouduploader; required
+	MaxUploads        int           // uploads running at once; default 4
+	MaxUploadsPerUser int           // uploads running at once per user; default 2
+	KillGrace         time.Duration // SIGTERM → SIGKILL delay; default 30s
+	Retention         time.Duration // finished jobs are removed this long after they ended; 0 keeps them
+	// UploaderEnv is added to the daemon's own environment for uploader
+	// processes (e.g. CLOUDUPLOAD_MIRRORS=…, CLOUDUPLOAD_PRIVKEY=…).
+	UploaderEnv []string
+	// Fetcher fetches the image of jobs created with Origin fetch; nil means
+	// such jobs cannot be created.
+	Fetcher Fetcher
+	Logger  *slog.Logger // default slog.Default()
+}
+
+// Fetcher copies a job's image from where builds live (a build root or a
+// repository server). Implementations are in backend/imagesource.
+type Fetcher interface {
+	// Stat reports the image's size, or a *cloudupload.Error ENOTFOUND
+	// ("image not found: <project>/<repository>/<arch>/<package>/<filename>")
+	// when it does not exist. Called before a job is created: a missing image
+	// creates no job.
+	Stat(ctx context.Context, job cloudupload.Job) (size int64, err error)
+	// Fetch writes the image into dst, which already holds its first offset
+	// bytes (0, or more when resuming after a restart), and returns the final
+	// size. It streams without holding the image in memory, has no fixed
+	// time limit, and honours ctx.
+	Fetch(ctx context.Context, job cloudupload.Job, dst *os.File, offset int64) (size int64, err error)
+}
+
+// The Manager methods, implemented in manager.go and supervise.go:
+//
+//	Open(ctx, cfg) (*Manager, error)   load jobs from disk, recover, start the scheduler
+//	(*Manager) Close() error           stop goroutines; running uploaders are left running and re-adopted by the next Open
+//	(*Manager) Create(ctx, job, data) (cloudupload.Job, error)
+//	    job carries User, Target, Project, Repository, Arch, Package,
+//	    Filename, Size (may be 0) and Origin; data is the target data. Create
+//	    validates the names (cloudupload.CheckJob), the target data (by running
+//	    `<uploader> validate <target>` with data on stdin: exit 2 = EINVALID with
+//	    stderr as message), and for Origin fetch asks Fetcher.Stat; only then
+//	    assigns an id and writes the job (state created, details "waiting to
+//	    receive image"). For Origin fetch it then receives in the background.
+//	(*Manager) Receive(ctx, id, body io.Reader, size int64) error
+//	    PUT of the image: ENOTFOUND for unknown ids, ECONFLICT "job is not in
+//	    created state" otherwise; state receiving while it streams; short body or
+//	    read error → job failed with the reason (and the error returned);
+//	    success → scheduled.
+//	(*Manager) Get(id) (cloudupload.Job, error)         ENOTFOUND "no such job"
+//	(*Manager) List(ids []int64) []cloudupload.Job      nil = all jobs, ascending ids; unknown ids skipped
+//	(*Manager) Kill(ctx, id) error                      returns once the job is final (processes gone); nil when already final
+//	(*Manager) LogPath(id) (string, error)              the job's log; may not exist yet (read as empty)
+//	(*Manager) Wait(ctx, id) (cloudupload.Job, error)   returns once the job is final (processes gone)

@@ -1,0 +1,64 @@
+// Package backend is the daemon's core: the job store on disk, the state
+// machine driver, the scheduler with its upload slots, the supervisor of
+// uploader processes, and crash recovery. The HTTP layer (backend/httpapi)
+// and image fetching (backend/imagesource) build on the Manager API (see
+// api.go). The daemon never imports a target or a cloud SDK: it reaches
+// targets only through the uploader process.
+//
+// # The state directory, for operators
+//
+// Everything a job is lives in plain files that ls and cat can inspect:
+//
+//	STATE/next-id            the next job id; written before an id is used, so ids are never reused
+//	STATE/jobs/<id>/         one directory per unfinished job
+//	    job.json             the whole job (state, details, names, pid, times), indented JSON
+//	    data                 the target data (mode 0600; never logged, never in argv)
+//	    image                the image as received
+//	    log                  the uploader's log: its stdout and stderr, appended
+//	    result               written by the uploader: the result (e.g. an AMI id) or a failure reason
+//	    exit                 how the uploader ended: "0", "exit status N" or "signal: <name>"
+//	    work/                the uploader's working directory, fresh for each run
+//	STATE/done/<id>/         finished jobs: job.json, log, result, exit (image, data and
+//	                         work are removed when a job ends)
+//
+// Every change is written atomically: a temporary file ".<name>.tmp-*" in
+// the same directory, fsync, rename, fsync of the directory; temporary files
+// left by a crash are removed at start. A job's state is on disk before it
+// is visible through the API or acted upon. Times in job.json are unix
+// seconds; PidStart is the start time of Pid in clock ticks since boot
+// (/proc/<pid>/stat field 22).
+//
+// With a retention configured, finished jobs are removed that long after
+// they ended (at start and then hourly); without one they are kept.
+//
+// # Uploaders
+//
+// A scheduled job starts when a slot is free (MaxUploads in all,
+// MaxUploadsPerUser per user, oldest job first). The daemon re-executes its
+// own binary as a small shim (argv[1] "__cloudupload_shim", see
+// RunShimIfRequested) in a new process group, in the job's work directory,
+// with stdin /dev/null and stdout and stderr appended to the job log. The
+// shim runs the uploader with OBS's argv
+//
+//	<uploader> <user> <target> <image> <data file> <filename> <result file>
+//
+// and the environment CLOUDUPLOAD_JOB, _PROJECT, _REPOSITORY, _ARCH,
+// _PACKAGE plus Config.UploaderEnv, waits for it, writes the exit file and
+// exits. The daemon records the shim's pid and start time in job.json, so a
+// restarted daemon re-adopts a live shim (and not a recycled pid) or, when
+// it is gone, learns the outcome from the exit file. When the shim has
+// ended, whatever is left of its process group is killed before the job
+// becomes final.
+//
+// Kill sends SIGTERM to the group and SIGKILL after the kill grace; the job
+// becomes final (failed, "killed") only when no process of the group runs.
+//
+// # Recovery after a crash
+//
+// At start no job stays stuck: a job still fetching its image fetches it
+// again (resuming where the image file ends); one whose image was being sent
+// with PUT fails ("upload it again"); scheduled jobs are queued; a live
+// uploader is re-adopted; an uploader that ended while the daemon was down
+// gives its recorded outcome, one that vanished fails with "the server lost
+// the uploader".
+package backend

@@ -1,0 +1,781 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cloudupload/cloudupload"
+)
+
+// Details of unfinished jobs, for people.
+const (
+	detailsCreated   = "waiting to receive image"
+	detailsReceiving = "receiving image"
+	detailsScheduled = "waiting for an upload slot"
+	detailsUploading = "uploading"
+	// detailsKilling marks an uploading job whose kill is under way; a
+	// restarted daemon resumes the kill.
+	detailsKilling = "killing"
+	detailsKilled  = "killed"
+
+	reasonLost          = "the server lost the uploader (it was not running after a restart)"
+	reasonLostStart     = "the server restarted while starting the uploader; the upload did not complete"
+	reasonPutRestart    = "the server restarted while receiving the image; upload it again"
+	reasonNoExitStatus  = "the uploader ended without reporting an exit status"
+	reasonCannotStart   = "the server could not start the uploader"
+	validateTimeout     = 30 * time.Second
+	maxResult           = 64 << 10 // bytes of the result file shown as details
+	maxValidateMessage  = 300      // characters of validate's message
+	receiveBufferSize   = 1 << 20
+	adoptPollInterval   = 200 * time.Millisecond
+	retentionSweepEvery = time.Hour
+)
+
+// Manager owns the jobs under one state directory: it stores them, drives
+// their state machine, schedules and supervises their uploaders, and
+// recovers them after a restart. Only one Manager may use a state directory
+// at a time. All methods are safe for concurrent use.
+type Manager struct {
+	cfg     Config
+	log     *slog.Logger
+	jobsDir string
+	doneDir string
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // goroutines and calls Close waits for
+	wake   chan struct{}  // wakes the scheduler; buffered 1
+
+	mu     sync.RWMutex
+	closed bool
+	jobs   map[int64]*entry
+	ids    []int64           // every job id, ascending
+	active map[int64]*entry // unfinished jobs
+
+	idMu   sync.Mutex
+	nextID int64
+}
+
+// entry is one job in memory.
+type entry struct {
+	// wmu serializes the job's state changes, each written to disk before
+	// it becomes visible in job.
+	wmu sync.Mutex
+	job cloudupload.Job // read under Manager.mu; written under wmu and Manager.mu
+	// done is closed once the job is final (and its processes are gone).
+	done chan struct{}
+
+	// Guarded by wmu.
+	recvCancel context.CancelFunc // cancels the running receive
+	recvDone   chan struct{}      // closed when the running receive stopped
+	killing    bool               // Kill was asked
+
+	killOnce sync.Once
+}
+
+// Open loads the jobs under cfg.StateDir (creating it if missing), recovers
+// those a previous daemon left unfinished, removes finished jobs past
+// retention, and starts the scheduler.
+func Open(ctx context.Context, cfg Config) (*Manager, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("open job store: no state directory configured")
+	}
+	if cfg.Uploader == "" {
+		return nil, errors.New("open job store: no uploader configured")
+	}
+	var err error
+	if cfg.StateDir, err = filepath.Abs(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("open job store: %w", err)
+	}
+	if cfg.Uploader, err = exec.LookPath(cfg.Uploader); err != nil {
+		return nil, fmt.Errorf("open job store: uploader: %w", err)
+	}
+	if cfg.Uploader, err = filepath.Abs(cfg.Uploader); err != nil {
+		return nil, fmt.Errorf("open job store: uploader: %w", err)
+	}
+	if cfg.MaxUploads <= 0 {
+		cfg.MaxUploads = 4
+	}
+	if cfg.MaxUploadsPerUser <= 0 {
+		cfg.MaxUploadsPerUser = 2
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Manager{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		jobsDir: filepath.Join(cfg.StateDir, dirJobs),
+		doneDir: filepath.Join(cfg.StateDir, dirDone),
+		wake:    make(chan struct{}, 1),
+		jobs:    make(map[int64]*entry),
+		active:  make(map[int64]*entry),
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if err := m.load(); err != nil {
+		m.cancel()
+		return nil, fmt.Errorf("open job store %s: %w", cfg.StateDir, err)
+	}
+	m.expire()
+	m.recover()
+	m.wg.Add(2)
+	go m.scheduler()
+	go m.sweeper()
+	m.poke()
+	return m, nil
+}
+
+// Close stops the Manager's goroutines, cancels image transfers in flight
+// (they are redone by the next Open) and returns. Uploaders that are running
+// keep running; the next Open re-adopts them.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+	return nil
+}
+
+// enter registers a goroutine or call that Close must wait for; false when
+// the Manager is closed.
+func (m *Manager) enter() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.wg.Add(1)
+	return true
+}
+
+// poke wakes the scheduler without blocking.
+func (m *Manager) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) jobDir(id int64) string {
+	return filepath.Join(m.jobsDir, strconv.FormatInt(id, 10))
+}
+
+func (m *Manager) doneJobDir(id int64) string {
+	return filepath.Join(m.doneDir, strconv.FormatInt(id, 10))
+}
+
+func (m *Manager) lookup(id int64) (*entry, error) {
+	m.mu.RLock()
+	e := m.jobs[id]
+	m.mu.RUnlock()
+	if e == nil {
+		return nil, cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job")
+	}
+	return e, nil
+}
+
+// snapshot returns the job as it is in memory.
+func (m *Manager) snapshot(e *entry) cloudupload.Job {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return e.job
+}
+
+// jobLogger returns a logger with the job's keys.
+func (m *Manager) jobLogger(j cloudupload.Job) *slog.Logger {
+	return m.log.With("job", j.ID, "target", j.Target, "user", j.User)
+}
+
+// Get returns job id, or ENOTFOUND "no such job". It does not touch the disk.
+func (m *Manager) Get(id int64) (cloudupload.Job, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return cloudupload.Job{}, err
+	}
+	return m.snapshot(e), nil
+}
+
+// List returns the jobs with the given ids in the order asked, skipping
+// unknown ids; ids nil returns every job in ascending id order. It does not
+// touch the disk.
+func (m *Manager) List(ids []int64) []cloudupload.Job {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if ids == nil {
+		out := make([]cloudupload.Job, len(m.ids))
+		for i, id := range m.ids {
+			out[i] = m.jobs[id].job
+		}
+		return out
+	}
+	out := make([]cloudupload.Job, 0, len(ids))
+	for _, id := range ids {
+		if e := m.jobs[id]; e != nil {
+			out = append(out, e.job)
+		}
+	}
+	return out
+}
+
+// Wait returns job id once it is final (its processes gone), or ctx's
+// error.
+func (m *Manager) Wait(ctx context.Context, id int64) (cloudupload.Job, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return cloudupload.Job{}, err
+	}
+	select {
+	case <-e.done:
+		return m.snapshot(e), nil
+	case <-ctx.Done():
+		return m.snapshot(e), ctx.Err()
+	}
+}
+
+// LogPath returns the path of job id's log, which may not exist yet (read it
+// as empty). The file is appended to while the job runs and moves to the
+// done directory when it ends (an open descriptor stays valid).
+func (m *Manager) LogPath(id int64) (string, error) {
+	e, err := m.lookup(id)
+	if err != nil {
+		return "", err
+	}
+	if m.snapshot(e).State.Final() {
+		return filepath.Join(m.doneJobDir(id), fileLog), nil
+	}
+	p := filepath.Join(m.jobDir(id), fileLog)
+	if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) && m.snapshot(e).State.Final() {
+		// It became final (and moved) since we looked.
+		return filepath.Join(m.doneJobDir(id), fileLog), nil
+	}
+	return p, nil
+}
+
+// allocID returns a new job id, recorded in next-id before it is used, so
+// no id is ever given twice, also across restarts.
+func (m *Manager) allocID() (int64, error) {
+	m.idMu.Lock()
+	defer m.idMu.Unlock()
+	id := m.nextID
+	if err := writeFileAtomic(filepath.Join(m.cfg.StateDir, fileNextID), []byte(strconv.FormatInt(id+1, 10)+"\n"), 0o644); err != nil {
+		return 0, fmt.Errorf("allocate job id: %w", err)
+	}
+	m.nextID = id + 1
+	return id, nil
+}
+
+// internal wraps an unexpected error for the API: the message is shown, the
+// cause is only logged.
+func internal(msg string, err error) error {
+	return &cloudupload.Error{Code: cloudupload.EINTERNAL, Message: msg, Err: err}
+}
+
+// Create validates and creates a job. job carries User, Target, Project,
+// Repository, Arch, Package, Filename, Size (0 when unknown) and Origin;
+// data is the target data. The names are checked (cloudupload.CheckJob),
+// the target data by `<uploader> validate <target>` (exit 2: EINVALID with
+// the uploader's message), and for Origin fetch the image must exist
+// (Fetcher.Stat; ENOTFOUND otherwise). Only then is an id assigned and the
+// job written, state created; an Origin fetch job then receives its image
+// in the background.
+func (m *Manager) Create(ctx context.Context, job cloudupload.Job, data []byte) (cloudupload.Job, error) {
+	if !m.enter() {
+		return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+	}
+	defer m.wg.Done()
+	if err := cloudupload.CheckJob(&job); err != nil {
+		return cloudupload.Job{}, err
+	}
+	switch job.Origin {
+	case cloudupload.OriginPut:
+	case cloudupload.OriginFetch:
+		if m.cfg.Fetcher == nil {
+			return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "this server has no image source configured")
+		}
+	default:
+		return cloudupload.Job{}, internal("internal error", fmt.Errorf("create job: unknown origin %q", job.Origin))
+	}
+	if job.Size < 0 {
+		return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "size must not be negative")
+	}
+	if err := m.validate(ctx, job, data); err != nil {
+		return cloudupload.Job{}, err
+	}
+	if job.Origin == cloudupload.OriginFetch {
+		size, err := m.cfg.Fetcher.Stat(ctx, job)
+		if err != nil {
+			var e *cloudupload.Error
+			if !errors.As(err, &e) {
+				err = internal("could not look up the image", err)
+			}
+			return cloudupload.Job{}, err
+		}
+		job.Size = size
+	}
+	id, err := m.allocID()
+	if err != nil {
+		return cloudupload.Job{}, internal("could not create the job", err)
+	}
+	now := time.Now().Unix()
+	j := cloudupload.Job{
+		ID: id, State: cloudupload.StateCreated, Details: detailsCreated, Created: now, Updated: now,
+		User: job.User, Target: job.Target, Project: job.Project, Repository: job.Repository,
+		Package: job.Package, Arch: job.Arch, Filename: job.Filename, Size: job.Size, Origin: job.Origin,
+	}
+	dir := m.jobDir(id)
+	err = os.Mkdir(dir, 0o750)
+	if err == nil {
+		err = syncDir(m.jobsDir)
+	}
+	if err == nil {
+		// The data first: a job.json means a complete job.
+		err = writeFileAtomic(filepath.Join(dir, fileData), data, 0o600)
+	}
+	if err == nil {
+		err = m.writeJob(dir, j)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return cloudupload.Job{}, internal("could not create the job", fmt.Errorf("create job %d: %w", id, err))
+	}
+	e := &entry{job: j, done: make(chan struct{})}
+	m.mu.Lock()
+	m.jobs[id] = e
+	m.active[id] = e
+	if n := len(m.ids); n == 0 || m.ids[n-1] < id {
+		m.ids = append(m.ids, id)
+	} else { // a concurrent Create with a higher id was faster
+		i, _ := slices.BinarySearch(m.ids, id)
+		m.ids = slices.Insert(m.ids, i, id)
+	}
+	m.mu.Unlock()
+	m.jobLogger(j).Info("job created", "project", j.Project, "repository", j.Repository,
+		"arch", j.Arch, "package", j.Package, "filename", j.Filename, "origin", string(j.Origin))
+	if j.Origin == cloudupload.OriginFetch {
+		m.goFetch(e)
+	}
+	return j, nil
+}
+
+// validate runs `<uploader> validate <target>` with the target data on
+// stdin.
+func (m *Manager) validate(ctx context.Context, job cloudupload.Job, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, validateTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, m.cfg.Uploader, "validate", job.Target)
+	cmd.Stdin = bytes.NewReader(data)
+	var stderr boundedBuffer
+	stderr.max = 64 << 10
+	cmd.Stderr = &stderr
+	cmd.Env = m.env(job)
+	cmd.Dir = m.cfg.StateDir
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return internal("validating the target data took too long", fmt.Errorf("%s validate %s: %w", m.cfg.Uploader, job.Target, err))
+	case errors.As(err, &ee) && ee.ExitCode() == 2:
+		msg := firstLine(stderr.String(), maxValidateMessage)
+		if msg == "" {
+			msg = fmt.Sprintf("the target data is not valid for target %s", job.Target)
+		}
+		return cloudupload.Errorf(cloudupload.EINVALID, "%s", msg)
+	default:
+		return internal("could not validate the target data", fmt.Errorf("%s validate %s: %w: %s", m.cfg.Uploader, job.Target, err, firstLine(stderr.String(), maxValidateMessage)))
+	}
+}
+
+// boundedBuffer keeps the first max bytes written to it.
+type boundedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+// firstLine returns the first non-empty line of s, trimmed, valid UTF-8, at
+// most max characters.
+func firstLine(s string, max int) string {
+	for line := range strings.SplitSeq(s, "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			return truncate(strings.ToValidUTF8(line, "\uFFFD"), max)
+		}
+	}
+	return ""
+}
+
+// truncate shortens s to at most max characters.
+func truncate(s string, max int) string {
+	if utf8.RuneCountInString(s) <= max {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:max-1]) + "…"
+}
+
+// writeJob writes j as dir/job.json.
+func (m *Manager) writeJob(dir string, j cloudupload.Job) error {
+	b, err := encodeJob(j)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, fileJob), b, 0o644)
+}
+
+// commit records j as job e's new state: on disk first, then in memory. A
+// final job is archived (its image, data and work directory removed, its
+// directory moved to done/) before it shows as final. The caller holds
+// e.wmu.
+func (m *Manager) commit(e *entry, j cloudupload.Job) error {
+	now := time.Now().Unix()
+	j.Updated = now
+	final := j.State.Final()
+	if final {
+		j.Finished = now
+		j.Pid, j.PidStart = 0, 0
+	}
+	if err := m.writeJob(m.jobDir(j.ID), j); err != nil {
+		return fmt.Errorf("write job %d: %w", j.ID, err)
+	}
+	if final {
+		if err := m.archive(j.ID); err != nil {
+			return fmt.Errorf("archive job %d: %w", j.ID, err)
+		}
+	}
+	m.mu.Lock()
+	prev := e.job
+	e.job = j
+	if final {
+		delete(m.active, j.ID)
+	}
+	m.mu.Unlock()
+	if final && !prev.State.Final() {
+		close(e.done)
+		took := time.Duration(now-j.Created) * time.Second
+		m.jobLogger(j).Info("job finished", "state", string(j.State), "details", firstLine(j.Details, 200), "duration", took.String())
+		m.poke()
+	}
+	return nil
+}
+
+// move changes job e to state to with details, after edit. The caller holds
+// e.wmu.
+func (m *Manager) move(e *entry, to cloudupload.State, details string, edit func(*cloudupload.Job)) (cloudupload.Job, error) {
+	j := m.snapshot(e)
+	if err := cloudupload.CheckMove(j.State, to); err != nil {
+		return j, err
+	}
+	j.State, j.Details = to, details
+	if edit != nil {
+		edit(&j)
+	}
+	if err := m.commit(e, j); err != nil {
+		m.jobLogger(j).Error("cannot record job state", "state", string(to), "err", err)
+		return j, internal("could not record the job's state", err)
+	}
+	return j, nil
+}
+
+// archive moves the final job id from jobs/ to done/, without its image,
+// target data and work directory.
+func (m *Manager) archive(id int64) error {
+	dir := m.jobDir(id)
+	for _, name := range []string{fileImage, fileData, dirWork} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	dst := m.doneJobDir(id)
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	if err := os.Rename(dir, dst); err != nil {
+		return err
+	}
+	if err := syncDir(m.doneDir); err != nil {
+		return err
+	}
+	return syncDir(m.jobsDir)
+}
+
+// Receive stores the image of job id sent with PUT: body holds size bytes
+// (size < 0: unknown, then the job's Size when known). ENOTFOUND for an
+// unknown id, ECONFLICT "job is not in created state" unless the job is
+// created. The job is receiving while the image streams to disk; a short or
+// long body or a read error fails the job with the reason (returned as
+// EINVALID); once the image is complete and synced the job is scheduled.
+func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size int64) error {
+	e, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	if !m.enter() {
+		return cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+	}
+	defer m.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(m.ctx, cancel)
+	defer stop()
+
+	e.wmu.Lock()
+	j := m.snapshot(e)
+	if j.State != cloudupload.StateCreated || j.Origin != cloudupload.OriginPut {
+		e.wmu.Unlock()
+		return cloudupload.Errorf(cloudupload.ECONFLICT, "job is not in created state")
+	}
+	done := make(chan struct{})
+	defer close(done)
+	e.recvCancel, e.recvDone = cancel, done
+	j, err = m.move(e, cloudupload.StateReceiving, detailsReceiving, func(j *cloudupload.Job) {
+		j.Pid, j.PidStart = os.Getpid(), 0
+	})
+	e.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	expect := size
+	if expect < 0 && j.Size > 0 {
+		expect = j.Size
+	}
+	log := m.jobLogger(j)
+	log.Info("receiving image", "bytes", expect)
+	start := time.Now()
+	n, err := m.writeImage(ctx, j.ID, body, expect)
+	if err == nil && expect >= 0 && n != expect {
+		err = &sizeError{got: n, want: expect}
+	}
+	return m.endReceive(e, n, time.Since(start), err)
+}
+
+// sizeError is a body of the wrong length.
+type sizeError struct{ got, want int64 }
+
+func (e *sizeError) Error() string { return fmt.Sprintf("received %d bytes, expected %d", e.got, e.want) }
+
+// readError is a failure to read the image from its source.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return "reading the image failed: " + e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
+// fetchError is a failure of the Fetcher.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return "fetch image: " + e.err.Error() }
+func (e *fetchError) Unwrap() error { return e.err }
+
+// writeImage writes the image of job id from r (at most limit+1 bytes when
+// limit >= 0, to notice a long body), syncs it, and returns its size.
+func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64) (n int64, err error) {
+	f, err := os.OpenFile(filepath.Join(m.jobDir(id), fileImage), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if limit >= 0 {
+		r = io.LimitReader(r, limit+1)
+	}
+	buf := make([]byte, receiveBufferSize)
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		nr, rerr := r.Read(buf)
+		if nr > 0 {
+			nw, werr := f.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			break
+		} else if rerr != nil {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			return n, &readError{rerr}
+		}
+	}
+	return n, f.Sync()
+}
+
+// receiveReason says for people why receiving failed, without server paths.
+func receiveReason(err error) string {
+	var se *sizeError
+	var re *readError
+	var ce *cloudupload.Error
+	var fe *fetchError
+	switch {
+	case errors.As(err, &se):
+		return se.Error()
+	case errors.As(err, &re):
+		return firstLine(re.Error(), maxValidateMessage)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "receiving the image was interrupted"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "the server ran out of disk space while storing the image"
+	case errors.As(err, &fe) && errors.As(err, &ce):
+		return firstLine("could not fetch the image: "+ce.Message, maxValidateMessage)
+	case errors.As(err, &fe):
+		return "could not fetch the image"
+	default:
+		return "the server could not store the image"
+	}
+}
+
+// endReceive records how receiving job e ended. The caller's receive must
+// have stopped.
+func (m *Manager) endReceive(e *entry, n int64, took time.Duration, rerr error) error {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	e.recvCancel, e.recvDone = nil, nil
+	j := m.snapshot(e)
+	log := m.jobLogger(j)
+	switch {
+	case j.State != cloudupload.StateReceiving || e.killing:
+		// Kill finishes the job.
+		return cloudupload.Errorf(cloudupload.ECONFLICT, "job was killed")
+	case rerr != nil && m.ctx.Err() != nil:
+		// Closing: the next Open redoes or fails the receive.
+		log.Info("receiving image stopped: the server is shutting down")
+		return cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+	case rerr != nil:
+		reason := receiveReason(rerr)
+		log.Warn("receiving image failed", "reason", reason, "err", rerr)
+		if _, err := m.move(e, cloudupload.StateFailed, reason, nil); err != nil {
+			return err
+		}
+		code := cloudupload.EINVALID
+		var se *sizeError
+		var re *readError
+		if !errors.As(rerr, &se) && !errors.As(rerr, &re) && !errors.Is(rerr, context.Canceled) {
+			code = cloudupload.EINTERNAL
+		}
+		return &cloudupload.Error{Code: code, Message: reason, Err: rerr}
+	}
+	if _, err := m.move(e, cloudupload.StateScheduled, detailsScheduled, func(j *cloudupload.Job) {
+		j.Size, j.Pid, j.PidStart = n, 0, 0
+	}); err != nil {
+		return err
+	}
+	mib := float64(n) / (1 << 20)
+	log.Info("received image", "MiB", fmt.Sprintf("%.1f", mib), "seconds", fmt.Sprintf("%.2f", took.Seconds()),
+		"MiB/s", fmt.Sprintf("%.0f", mib/max(took.Seconds(), 1e-6)))
+	m.poke()
+	return nil
+}
+
+// goFetch receives job e's image from the Fetcher in the background,
+// resuming after what the image file already holds.
+func (m *Manager) goFetch(e *entry) {
+	if !m.enter() {
+		return
+	}
+	go func() {
+		defer m.wg.Done()
+		m.fetch(e)
+	}()
+}
+
+func (m *Manager) fetch(e *entry) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	defer cancel()
+	e.wmu.Lock()
+	if s := m.snapshot(e).State; s != cloudupload.StateCreated && s != cloudupload.StateReceiving {
+		e.wmu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	defer close(done)
+	e.recvCancel, e.recvDone = cancel, done
+	j, err := m.move(e, cloudupload.StateReceiving, detailsReceiving, func(j *cloudupload.Job) {
+		j.Pid, j.PidStart = os.Getpid(), 0
+	})
+	e.wmu.Unlock()
+	if err != nil {
+		e.wmu.Lock()
+		e.recvCancel, e.recvDone = nil, nil
+		e.wmu.Unlock()
+		return
+	}
+	start := time.Now()
+	size, offset, err := m.fetchImage(ctx, j)
+	log := m.jobLogger(j)
+	if offset > 0 {
+		log.Info("resumed receiving image", "offset", offset)
+	} else {
+		log.Info("receiving image", "bytes", j.Size)
+	}
+	m.endReceive(e, size, time.Since(start), err)
+}
+
+// fetchImage runs the Fetcher into the job's image file.
+func (m *Manager) fetchImage(ctx context.Context, j cloudupload.Job) (size, offset int64, err error) {
+	path := filepath.Join(m.jobDir(j.ID), fileImage)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if offset, err = f.Seek(0, io.SeekEnd); err != nil {
+		return 0, 0, err
+	}
+	size, err = m.cfg.Fetcher.Fetch(ctx, j, f, offset)
+	if err != nil {
+		if ctx.Err() != nil {
+			return size, offset, ctx.Err()
+		}
+		return size, offset, &fetchError{err}
+	}
+	if err := f.Sync(); err != nil {
+		return size, offset, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return size, offset, err
+	}
+	if fi.Size() != size {
+		return size, offset, &sizeError{got: fi.Size(), want: size}
+	}
+	return size, offset, nil
+}

@@ -1,0 +1,180 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cloudupload/cloudupload"
+)
+
+// shimArg is argv[1] of the daemon binary re-executed as the shim that
+// supervises one uploader.
+const shimArg = "__cloudupload_shim"
+
+// RunShimIfRequested runs the uploader shim and exits when the process was
+// started as one (argv[1] is the shim marker); otherwise it returns at once.
+// The daemon's main and every TestMain of a package that runs a Manager must
+// call it first thing.
+//
+// The shim exists so that a restarted daemon can learn the outcome of an
+// uploader it did not start: the shim is the uploader's parent, waits for
+// it, and records how it ended in the job's exit file.
+func RunShimIfRequested() {
+	if len(os.Args) < 2 || os.Args[1] != shimArg {
+		return
+	}
+	os.Exit(runShim(os.Args[2:]))
+}
+
+// runShim is the shim: args are the exit file and the uploader's argv. It
+// runs in the job's process group and work directory with stdout and stderr
+// on the job log, which the uploader inherits. It catches SIGTERM (sent to
+// the whole group on kill) so that it outlives the uploader and records its
+// end; a caught signal is reset to the default in the uploader by exec, an
+// ignored one would not be.
+func runShim(args []string) int {
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "cloudupload shim: usage: __cloudupload_shim <exit file> <uploader> <args>...")
+		return 2
+	}
+	exitFile, argv := args[0], args[1:]
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(os.Stdout, "%s %s\n", time.Now().UTC().Format("2006-01-02 15:04:05"), fmt.Sprintf(format, a...))
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	start := time.Now()
+	status := ""
+	if err := cmd.Start(); err != nil {
+		logf("the server could not start the uploader: %v", err)
+		status = "exit status 127"
+	} else {
+		logf("uploader started")
+		done := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case s := <-sigs:
+					logf("received %s: waiting for the uploader to stop", s)
+				case <-done:
+					return
+				}
+			}
+		}()
+		err := cmd.Wait()
+		close(done)
+		took := roundDuration(time.Since(start))
+		status = exitStatus(cmd.ProcessState, err)
+		switch {
+		case status == "0":
+			logf("uploader succeeded after %s", took)
+		case cmd.ProcessState != nil && cmd.ProcessState.Exited():
+			logf("uploader exited with status %d after %s", cmd.ProcessState.ExitCode(), took)
+		default:
+			logf("uploader ended (%s) after %s", status, took)
+		}
+	}
+	if err := writeFileAtomic(exitFile, []byte(status+"\n"), 0o644); err != nil {
+		logf("the server could not record the uploader's exit status: %v", err)
+		return 1
+	}
+	return 0
+}
+
+// exitStatus describes how a process ended: "0", "exit status N" or
+// "signal: <name>".
+func exitStatus(ps *os.ProcessState, err error) string {
+	if ps == nil {
+		if err != nil {
+			return "exit status 127"
+		}
+		return "0"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "signal: " + ws.Signal().String()
+	}
+	if ps.ExitCode() == 0 {
+		return "0"
+	}
+	return "exit status " + strconv.Itoa(ps.ExitCode())
+}
+
+// roundDuration shortens a duration for people.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d > time.Minute:
+		return d.Round(time.Second)
+	case d > time.Second:
+		return d.Round(100 * time.Millisecond)
+	default:
+		return d.Round(time.Millisecond)
+	}
+}
+
+// startShim starts the shim for job j: in its own process group, in the
+// job's fresh work directory, stdin /dev/null, stdout and stderr appended to
+// the job log, with the OBS argv
+// `<user> <target> <image> <data file> <filename> <result file>` for the
+// uploader. The target data file's path is in argv, its content never is.
+func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
+	dir := m.jobDir(j.ID)
+	work := filepath.Join(dir, dirWork)
+	if err := os.RemoveAll(work); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(work, 0o750); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{fileExit, fileResult} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	log, err := os.OpenFile(filepath.Join(dir, fileLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close() // the shim has its own copy
+	cmd := &exec.Cmd{
+		Path: "/proc/self/exe",
+		Args: []string{
+			"cloudupload-shim", shimArg, filepath.Join(dir, fileExit),
+			m.cfg.Uploader, j.User, j.Target, filepath.Join(dir, fileImage),
+			filepath.Join(dir, fileData), j.Filename, filepath.Join(dir, fileResult),
+		},
+		Dir:         work,
+		Env:         m.env(j),
+		Stdout:      log,
+		Stderr:      log,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// env is the environment of uploader processes for job j (j.ID 0: no job
+// yet, as when validating).
+func (m *Manager) env(j cloudupload.Job) []string {
+	env := append(os.Environ(), m.cfg.UploaderEnv...)
+	if j.ID != 0 {
+		env = append(env, "CLOUDUPLOAD_JOB="+strconv.FormatInt(j.ID, 10))
+	}
+	return append(env,
+		"CLOUDUPLOAD_PROJECT="+j.Project,
+		"CLOUDUPLOAD_REPOSITORY="+j.Repository,
+		"CLOUDUPLOAD_ARCH="+j.Arch,
+		"CLOUDUPLOAD_PACKAGE="+j.Package,
+	)
+}
