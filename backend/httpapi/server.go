@@ -463,7 +463,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else if u := errors.Unwrap(err); u != nil {
 		s.log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	}
-	s.failStatus(w, r, status, cloudupload.ErrorMessage(err), err)
+	summary := cloudupload.ErrorMessage(err)
+	if code == cloudupload.EINTERNAL {
+		summary = "internal error"
+	}
+	s.failStatus(w, r, status, summary, err)
 }
 
 // failStatus writes the <status> document with summary as the status line's
