@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cloudupload/cloudupload"
+)
+
+// Config is the daemon's configuration, from flags and the config file.
+type Config struct {
+	Listen            string
+	StateDir          string
+	BuildRoot         string
+	RepServer         string
+	Uploader          string
+	MaxUploads        int
+	MaxUploadsPerUser int
+	KillGrace         time.Duration
+	Retention         time.Duration
+	Mirrors           mirrors
+	ConfigFile        string
+	TLSCert, TLSKey   string
+	TokenFile         string
+	PubKey, PrivKey   string
+	LogLevel          string
+}
+
+// mirrors is the repeatable --mirror NAME=DIR.
+type mirrors []string
+
+func (m *mirrors) String() string { return strings.Join(*m, ",") }
+
+func (m *mirrors) Set(v string) error {
+	name, dir, ok := strings.Cut(v, "=")
+	name, dir = strings.TrimSpace(name), strings.TrimSpace(dir)
+	if !ok || name == "" || dir == "" {
+		return fmt.Errorf("want NAME=DIR, not %q", v)
+	}
+	if err := cloudupload.CheckTargetName(name); err != nil {
+		return fmt.Errorf("mirror name %q: a lowercase word (a-z, 0-9, - and _) of at most 32 characters", name)
+	}
+	if strings.Contains(dir, ",") {
+		return fmt.Errorf("mirror directory %q must not contain ','", dir)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range *m {
+		if strings.HasPrefix(e, name+"=") {
+			return fmt.Errorf("mirror %q is given twice", name)
+		}
+	}
+	*m = append(*m, name+"="+abs)
+	return nil
+}
+
+var errHelp = flag.ErrHelp
+
+// flagSet declares the flags into c.
+func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("cloudupload-server", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:5452", "`HOST:PORT` to serve the API on")
+	fs.StringVar(&c.StateDir, "state-dir", "./state", "`DIR` holding the jobs, the id counter and the generated key pair")
+	fs.StringVar(&c.BuildRoot, "build-root", "", "build tree `DIR`: images are DIR/<project>/<repository>/<arch>/<package>/<filename>")
+	fs.StringVar(&c.RepServer, "repserver", "", "OBS repository server `URL`: images are fetched from URL/build/<project>/<repository>/<arch>/<package>/<filename>")
+	fs.StringVar(&c.Uploader, "uploader", "", "`PATH` of the uploader (default: clouduploader beside this program)")
+	fs.IntVar(&c.MaxUploads, "max-uploads", 4, "uploads running at once")
+	fs.IntVar(&c.MaxUploadsPerUser, "max-uploads-per-user", 2, "uploads running at once for one user")
+	fs.DurationVar(&c.KillGrace, "kill-grace", 30*time.Second, "time between SIGTERM and SIGKILL when a job is killed")
+	fs.DurationVar(&c.Retention, "retention", 0, "remove finished jobs this long after they ended (0: keep them)")
+	fs.Var(&c.Mirrors, "mirror", "`NAME=DIR` a directory the mirror target may publish to (repeatable)")
+	fs.StringVar(&c.ConfigFile, "config", "", "config `FILE`: lines `key = value` with the flag names; flags given on the command line win")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate `FILE` (PEM); with --tls-key, serve HTTPS")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS private key `FILE` (PEM)")
+	fs.StringVar(&c.TokenFile, "token-file", "", "`FILE` holding the bearer token POST and PUT requests must carry")
+	fs.StringVar(&c.PubKey, "pubkey", "", "public key `FILE` (PEM) served at /cloudupload/_pubkey (default: generated in the state dir)")
+	fs.StringVar(&c.PrivKey, "privkey", "", "private key `FILE` (PEM) given to uploaders to decrypt secrets (default: generated in the state dir)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	return fs
+}
+
+// parse reads the command line, then the config file for what the command
+// line did not set.
+func (c *Config) parse(args []string, out io.Writer) error {
+	fs := c.flagSet(out)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.ConfigFile == "" {
+		return nil
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	f, err := os.Open(c.ConfigFile)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	entries, err := parseConfig(f)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", c.ConfigFile, err)
+	}
+	for _, e := range entries {
+		fl := fs.Lookup(e.key)
+		switch {
+		case fl == nil || e.key == "config":
+			return fmt.Errorf("config %s:%d: unknown key %q", c.ConfigFile, e.line, e.key)
+		case set[e.key]:
+			continue // the command line wins
+		}
+		if err := fs.Set(e.key, e.value); err != nil {
+			return fmt.Errorf("config %s:%d: %s: %w", c.ConfigFile, e.line, e.key, err)
+		}
+	}
+	return nil
+}
+
+type configEntry struct {
+	line       int
+	key, value string
+}
+
+// parseConfig reads `key = value` lines; blank lines and lines starting with
+// '#' are skipped; a key may repeat (mirror); values are taken verbatim
+// after trimming surrounding blanks (no quoting, no inline comments).
+func parseConfig(r io.Reader) ([]configEntry, error) {
+	var out []configEntry
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("line %d: want `key = value`", n)
+		}
+		if strings.ContainsFunc(k, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r == '-') }) {
+			return nil, fmt.Errorf("line %d: bad key %q", n, truncate(k))
+		}
+		out = append(out, configEntry{n, k, v})
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("line %d is too long", n+1)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func truncate(s string) string {
+	if r := []rune(s); len(r) > 40 {
+		return string(r[:40]) + "…"
+	}
+	return s
+}
+
+// check validates the combination of settings.
+func (c *Config) check() error {
+	switch {
+	case c.BuildRoot != "" && c.RepServer != "":
+		return errors.New("give --build-root or --repserver, not both")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case c.MaxUploads < 1:
+		return errors.New("--max-uploads must be at least 1")
+	case c.MaxUploadsPerUser < 1:
+		return errors.New("--max-uploads-per-user must be at least 1")
+	case c.KillGrace <= 0:
+		return errors.New("--kill-grace must be positive")
+	case c.Retention < 0:
+		return errors.New("--retention must not be negative")
+	case c.StateDir == "":
+		return errors.New("--state-dir is required")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}

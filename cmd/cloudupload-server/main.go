@@ -1,0 +1,51 @@
+// Command cloudupload-server is the cloud upload daemon: it serves the OBS
+// cloud upload API (backend/httpapi) over the job manager (backend), which
+// keeps the jobs under --state-dir and runs one uploader process per job.
+// This file only wires: flags and config file → backend.Config → HTTP.
+//
+// Usage:
+//
+//	cloudupload-server [--listen 127.0.0.1:5452] [--state-dir ./state]
+//	    [--build-root DIR | --repserver URL] [--uploader PATH]
+//	    [--max-uploads 4] [--max-uploads-per-user 2] [--kill-grace 30s]
+//	    [--retention 0] [--mirror NAME=DIR]... [--config FILE]
+//	    [--tls-cert FILE --tls-key FILE] [--token-file FILE]
+//	    [--pubkey FILE] [--privkey FILE] [--log-level info]
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cloudupload/cloudupload/backend"
+)
+
+func main() {
+	backend.RunShimIfRequested()
+	m := NewMain()
+	if err := m.ParseFlags(os.Args[1:]); err != nil {
+		if errors.Is(err, errHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "cloudupload-server:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := m.Run(ctx); err != nil {
+		m.Logger.Error("cannot start", "err", err)
+		os.Exit(1)
+	}
+	<-ctx.Done()
+	stop()
+	m.Logger.Info("shutting down (uploaders keep running and are taken over at the next start)")
+	if err := m.Close(); err != nil {
+		m.Logger.Error("shutdown", "err", err)
+		os.Exit(1)
+	}
+	m.Logger.Info("stopped")
+}

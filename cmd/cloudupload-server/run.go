@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cloudupload/cloudupload/backend"
+	"github.com/cloudupload/cloudupload/backend/httpapi"
+	"github.com/cloudupload/cloudupload/backend/imagesource"
+)
+
+// shutdownGrace bounds how long running requests (a streamed log, a PUT)
+// may take to finish at shutdown before they are cut.
+const shutdownGrace = 10 * time.Second
+
+// Main is the daemon: ParseFlags, Run, then Close. Tests run it on port 0
+// with a temporary state directory.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+	Stderr io.Writer // where logs and usage go; default os.Stderr
+
+	manager *backend.Manager
+	server  *http.Server
+	ln      net.Listener
+	served  chan error
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain() *Main {
+	m := &Main{Stderr: os.Stderr}
+	m.Config.flagSet(io.Discard).Parse(nil)
+	m.Logger = slog.New(slog.NewTextHandler(m.Stderr, nil))
+	return m
+}
+
+// ParseFlags reads the command line and the config file it names.
+func (m *Main) ParseFlags(args []string) error {
+	if err := m.Config.parse(args, m.Stderr); err != nil {
+		return err
+	}
+	if err := m.Config.check(); err != nil {
+		return err
+	}
+	var level slog.Level
+	level.UnmarshalText([]byte(m.Config.LogLevel))
+	m.Logger = slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
+	return nil
+}
+
+// Run opens the job manager and starts serving; it returns once the server
+// listens. Serving errors end up in Close.
+func (m *Main) Run(ctx context.Context) (err error) {
+	c := &m.Config
+	log := m.Logger
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if err := os.MkdirAll(c.StateDir, 0o750); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	stateDir, err := filepath.Abs(c.StateDir)
+	if err != nil {
+		return err
+	}
+	uploader := c.Uploader
+	if uploader == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the uploader beside this program: %w", err)
+		}
+		uploader = filepath.Join(filepath.Dir(exe), "clouduploader")
+	}
+	var fetcher backend.Fetcher
+	source := "none (only jobs whose image is sent with PUT)"
+	switch {
+	case c.BuildRoot != "":
+		b, err := imagesource.NewBuildRoot(c.BuildRoot)
+		if err != nil {
+			return err
+		}
+		fetcher, source = b, "build root "+c.BuildRoot
+	case c.RepServer != "":
+		r, err := imagesource.NewRepServer(c.RepServer)
+		if err != nil {
+			return err
+		}
+		r.Logger = log
+		fetcher, source = r, "repository server "+c.RepServer
+	}
+	pub, priv, generated, err := loadKeys(stateDir, c.PubKey, c.PrivKey)
+	if err != nil {
+		return err
+	}
+	if generated {
+		log.Info("generated a key pair for secrets in target data", "dir", filepath.Join(stateDir, "keys"), "bits", KeyBits)
+	}
+	var token string
+	if c.TokenFile != "" {
+		if token, err = readToken(c.TokenFile, log); err != nil {
+			return err
+		}
+	}
+	var env []string
+	if len(c.Mirrors) > 0 {
+		env = append(env, "CLOUDUPLOAD_MIRRORS="+strings.Join(c.Mirrors, ","))
+	}
+	if priv != "" {
+		env = append(env, "CLOUDUPLOAD_PRIVKEY="+priv)
+	}
+
+	log.Info("starting", "state_dir", stateDir, "image_source", source, "uploader", uploader,
+		"max_uploads", c.MaxUploads, "max_uploads_per_user", c.MaxUploadsPerUser, "kill_grace", c.KillGrace,
+		"retention", retentionText(c.Retention), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
+		"token", token != "")
+	start := time.Now()
+	m.manager, err = backend.Open(ctx, backend.Config{
+		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
+		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
+		UploaderEnv: env, Fetcher: fetcher, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("job store open", "jobs", len(m.manager.List(nil)), "took", time.Since(start).Round(time.Millisecond))
+
+	api, err := httpapi.New(httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log})
+	if err != nil {
+		return err
+	}
+	m.server = &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if m.ln, err = net.Listen("tcp", c.Listen); err != nil {
+		return err
+	}
+	scheme := "http"
+	if c.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		m.server.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"}} // HTTP/1.1 only: error status lines carry OBS's summary
+		m.ln = tls.NewListener(m.ln, m.server.TLSConfig)
+		scheme = "https"
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.server.Serve(m.ln) }()
+	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String())
+	return nil
+}
+
+func retentionText(d time.Duration) string {
+	if d == 0 {
+		return "keep finished jobs"
+	}
+	return d.String()
+}
+
+// readToken reads the bearer token: the file's content without surrounding
+// blanks. It warns when others may read the file.
+func readToken(path string, log *slog.Logger) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the token file is readable by others; chmod 600 it", "file", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("token file %s: want one token on one line", path)
+	}
+	return tok, nil
+}
+
+// Addr is the address the server listens on (useful with port 0).
+func (m *Main) Addr() string {
+	if m.ln == nil {
+		return ""
+	}
+	return m.ln.Addr().String()
+}
+
+// Close stops accepting requests, lets running ones finish for a while, and
+// closes the job manager. Running uploaders keep running; the next start
+// takes them over.
+func (m *Main) Close() error {
+	var errs []error
+	if m.server != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		if err := m.server.Shutdown(ctx); err != nil {
+			m.Logger.Warn("requests still running at shutdown were cut", "err", err)
+			m.server.Close()
+		}
+		cancel()
+		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+		m.server = nil
+	} else if m.ln != nil {
+		m.ln.Close()
+	}
+	if m.manager != nil {
+		errs = append(errs, m.manager.Close())
+		m.manager = nil
+	}
+	return errors.Join(errs...)
+}
