@@ -1,0 +1,228 @@
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cloudupload/cloudupload/targets/awstest"
+)
+
+// versitygw is the S3 server the tests prefer: a real S3 implementation
+// (Apache-2.0) that checks SigV4 signatures, payload checksums and
+// conditional writes, storing objects as files. The Makefile installs it
+// with VersitygwInstall; a missing binary fails the tests.
+const VersitygwInstall = "go install github.com/versity/versitygw/cmd/versitygw@v1.8.0"
+
+// Keys of the local servers: test values, not secrets.
+const (
+	testAccess = "cloudupload-test-key"
+	testSecret = "cloudupload-test-secret-not-real"
+)
+
+// server is a local S3 server for one test binary.
+type server struct {
+	name string
+	url  string
+	env  []string // environment pointing the SDK's default chain at it
+	api  *s3.Client
+}
+
+var (
+	versityOnce sync.Once
+	versitySrv  *server
+	versityErr  error
+	bucketSeq   atomic.Int64
+)
+
+// versity returns the package's versitygw server, starting it on first use.
+// It lives until the test binary exits (Pdeathsig, and TestMain kills it).
+func versity(tb testing.TB) *server {
+	tb.Helper()
+	versityOnce.Do(func() { versitySrv, versityErr = startVersity() })
+	if versityErr != nil {
+		tb.Fatal(versityErr)
+	}
+	return versitySrv
+}
+
+var versityCmd *exec.Cmd
+
+func findVersity() (string, error) {
+	if p, err := exec.LookPath("versitygw"); err == nil {
+		return p, nil
+	}
+	var dirs []string
+	if d := os.Getenv("GOBIN"); d != "" {
+		dirs = append(dirs, d)
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for _, d := range filepath.SplitList(strings.TrimSpace(string(out))) {
+			dirs = append(dirs, filepath.Join(d, "bin"))
+		}
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, "versitygw")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("versitygw not found on PATH, in GOBIN or GOPATH/bin: install it with `%s` (S3 tests must not be skipped)", VersitygwInstall)
+}
+
+func startVersity() (*server, error) {
+	bin, err := findVersity()
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.MkdirTemp("", "s3test-versitygw-")
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		cmd := exec.Command(bin, "--port", addr, "--quiet", "posix", root)
+		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+testAccess, "ROOT_SECRET_ACCESS_KEY="+testSecret)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start versitygw: %w", err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		if lastErr = waitTCP(addr, exited); lastErr == nil {
+			versityCmd = cmd
+			url := "http://" + addr
+			return newServer("versitygw", url, testAccess, testSecret), nil
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		lastErr = fmt.Errorf("%v: %s", lastErr, out.String())
+	}
+	return nil, fmt.Errorf("versitygw did not come up: %w", lastErr)
+}
+
+func waitTCP(addr string, exited <-chan struct{}) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errors.New("versitygw exited")
+		default:
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("no answer within 30s")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// moto starts a moto_server for the test (S3 and STS).
+func moto(tb testing.TB) *server {
+	m := awstest.Start(tb)
+	return newServer("moto", m.URL, awstest.AccessKey, awstest.SecretKey)
+}
+
+func newServer(name, url, access, secret string) *server {
+	s := &server{name: name, url: url}
+	s.env = []string{
+		"AWS_ACCESS_KEY_ID=" + access,
+		"AWS_SECRET_ACCESS_KEY=" + secret,
+		"AWS_REGION=us-east-1",
+		"AWS_ENDPOINT_URL=" + url,
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+		"AWS_CA_BUNDLE=",
+	}
+	s.api = s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(url),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(access, secret, ""),
+	})
+	return s
+}
+
+// getenv looks up the server's environment.
+func (s *server) getenv(k string) string {
+	for _, kv := range s.env {
+		if key, v, _ := strings.Cut(kv, "="); key == k {
+			return v
+		}
+	}
+	return ""
+}
+
+// bucket creates a fresh bucket.
+func (s *server) bucket(tb testing.TB) string {
+	tb.Helper()
+	name := fmt.Sprintf("test-%d-%d", os.Getpid(), bucketSeq.Add(1))
+	if _, err := s.api.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: &name}); err != nil {
+		tb.Fatalf("create bucket on %s: %v", s.name, err)
+	}
+	return name
+}
+
+// leftovers lists what a bucket holds: objects and unfinished uploads.
+func (s *server) leftovers(tb testing.TB, bucket string) (objects, uploads []string) {
+	tb.Helper()
+	ctx := context.Background()
+	lo, err := s.api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
+	if err != nil {
+		tb.Fatalf("list objects: %v", err)
+	}
+	for _, o := range lo.Contents {
+		objects = append(objects, *o.Key)
+	}
+	lu, err := s.api.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &bucket})
+	if err != nil {
+		tb.Fatalf("list multipart uploads: %v", err)
+	}
+	for _, u := range lu.Uploads {
+		uploads = append(uploads, *u.Key+" "+*u.UploadId)
+	}
+	return objects, uploads
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		benchChild()
+		return
+	}
+	code := m.Run()
+	if versityCmd != nil {
+		syscall.Kill(-versityCmd.Process.Pid, syscall.SIGKILL)
+	}
+	os.Exit(code)
+}
