@@ -45,10 +45,10 @@ func (m *mirrors) Set(v string) error {
 	if !ok || name == "" || dir == "" {
 		return fmt.Errorf("want NAME=DIR, not %q", v)
 	}
-	if err := cloudupload.CheckTargetName(name); err != nil {
-		return fmt.Errorf("mirror name %q: a lowercase word (a-z, 0-9, - and _) of at most 32 characters", name)
+	if err := cloudupload.CheckName("mirror name", name); err != nil {
+		return err
 	}
-	if strings.Contains(dir, ",") {
+	if strings.Contains(name+dir, ",") {
 		return fmt.Errorf("mirror directory %q must not contain ','", dir)
 	}
 	abs, err := filepath.Abs(dir)
