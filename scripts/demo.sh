@@ -58,7 +58,9 @@ for _ in $(seq 1 150); do
 	if ! kill -0 "$server" 2>/dev/null; then
 		echo "demo: the server did not start:" >&2
 		cat demo/server.log >&2
-		echo "(is $LISTEN taken? run: LISTEN=127.0.0.1:5453 make demo)" >&2
+		if grep -q 'address already in use' demo/server.log; then
+			echo "($LISTEN is taken; choose another address: LISTEN=127.0.0.1:5453 make demo)" >&2
+		fi
 		exit 1
 	fi
 	sleep 0.2
@@ -72,7 +74,7 @@ job=$(curl -sS -X POST -H 'Content-Type: application/octet-stream' --data-binary
 	-w '\n%{http_code}' "$URL/cloudupload?$query")
 code=${job##*$'\n'}
 job=${job%$'\n'*}
-echo "$job"
+printf '%s' "$job"
 if [ "$code" != 200 ]; then
 	echo "demo: the server refused the job (HTTP $code)" >&2
 	exit 1

@@ -86,7 +86,7 @@ func sync1(f func() (string, string)) func() (string, string) {
 
 // env is one daemon under test with its directories.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	main      *Main
 	url       string
 	state     string
@@ -97,7 +97,7 @@ type env struct {
 
 // start runs a daemon on 127.0.0.1:0 with a temporary state dir, a build
 // root holding one 1 MiB image, and the test uploader.
-func start(t *testing.T, extra ...string) *env {
+func start(t testing.TB, extra ...string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, state: filepath.Join(dir, "state"), buildRoot: filepath.Join(dir, "build"), release: filepath.Join(dir, "release")}
@@ -123,7 +123,10 @@ func start(t *testing.T, extra ...string) *env {
 func (e *env) restart() {
 	e.t.Helper()
 	m := NewMain()
-	m.Stderr = &testWriter{t: e.t}
+	m.Stderr = io.Discard
+	if t, ok := e.t.(*testing.T); ok {
+		m.Stderr = &testWriter{t: t}
+	}
 	if err := m.ParseFlags(e.args); err != nil {
 		e.t.Fatal(err)
 	}
@@ -173,7 +176,7 @@ func (e *env) do(method, path, ctype, body string, hdr ...string) (int, string, 
 const query = "/cloudupload?project=home:alice&repository=images&arch=x86_64&package=jeos&filename=jeos.raw&user=alice&target=test"
 
 // jobField reads one element of a job document.
-func jobField(t *testing.T, doc, field string) string {
+func jobField(t testing.TB, doc, field string) string {
 	t.Helper()
 	d := etree.NewDocument()
 	if err := d.ReadFromString(doc); err != nil || d.Root() == nil {
