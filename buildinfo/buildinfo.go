@@ -108,6 +108,12 @@ func Parse(data []byte) (*BuildInfo, error) {
 	haveVersion := false
 	var cur *Block
 	inText := false // the last field was a License-Text: indented lines continue it
+	var text []string // its lines so far
+	flush := func() {
+		f := &cur.Fields[len(cur.Fields)-1]
+		f.Value = strings.Join(text, "\n")
+		text = nil
+	}
 	lines := strings.Split(string(data), "\n")
 	for i, line := range lines {
 		n := i + 1
@@ -122,13 +128,11 @@ func Parse(data []byte) (*BuildInfo, error) {
 			if !inText {
 				return nil, errorf(n, "%q: an indented line may only continue a License-Text", shorten(line))
 			}
-			f := &cur.Fields[len(cur.Fields)-1]
-			if f.Value == "" {
-				f.Value = strings.TrimSpace(line)
-			} else {
-				f.Value += "\n" + strings.TrimSpace(line)
-			}
+			text = append(text, strings.TrimSpace(line))
 			continue
+		}
+		if inText {
+			flush()
 		}
 		inText = false
 		name, value, ok := strings.Cut(line, ":")
@@ -165,6 +169,12 @@ func Parse(data []byte) (*BuildInfo, error) {
 		}
 		cur.Fields = append(cur.Fields, Field{Name: name, Value: value})
 		inText = name == LicenseText
+		if inText && value != "" {
+			text = append(text, value)
+		}
+	}
+	if inText {
+		flush()
 	}
 	if !haveVersion {
 		return nil, errorf(1, "empty file: Format-Version field not found")
