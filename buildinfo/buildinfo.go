@@ -107,7 +107,7 @@ func Parse(data []byte) (*BuildInfo, error) {
 	bi := &BuildInfo{}
 	haveVersion := false
 	var cur *Block
-	inText := false // the last field was a License-Text: indented lines continue it
+	inText := false   // the last field was a License-Text: indented lines continue it
 	var text []string // its lines so far
 	flush := func() {
 		f := &cur.Fields[len(cur.Fields)-1]

@@ -151,7 +151,7 @@ Theme: only-a-theme
 	}
 	for name, open := range map[string]bool{
 		"a.img": false, "x.tar.bz2": false, "README": true, "notes.txt": true, "": true,
-		"kernel.img": true, // exact name beats the glob
+		"kernel.img": true,  // exact name beats the glob
 		"mixed.bin":  false, // a block without License-Type counts as protected
 		"other":      false, "BUILD-INFO.txt": false, "sub/README": false,
 	} {
