@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/targets/ec2"
 	"github.com/cloudupload/cloudupload/targets/mirror"
 )
 
@@ -14,6 +15,7 @@ import (
 func All() []targets.Target {
 	all := []targets.Target{
 		// One line per target, e.g. ec2.New(),
+		ec2.New(),
 		mirror.New(),
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].Name() < all[j].Name() })

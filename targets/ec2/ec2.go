@@ -1,0 +1,127 @@
+package ec2
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/targets/awsauth"
+)
+
+// Defaults of the upload engine.
+const (
+	defaultWorkers  = 32              // parallel PutSnapshotBlock requests
+	requestTimeout  = 2 * time.Minute // one block, SDK retries included
+	blockAttempts   = 5               // own attempts per block on top of the SDK's
+	defaultPoll     = 5 * time.Second // waiting for snapshots, images, imports
+	cleanupTimeout  = 2 * time.Minute // removing what a failed job created
+	snapshotTimeout = 60              // minutes without a block before AWS cancels the snapshot
+)
+
+// Target publishes disk images as AMIs. The zero value is not usable; call
+// New.
+type Target struct {
+	workers int
+	poll    time.Duration
+	backoff time.Duration // first pause of the own block retries
+}
+
+// New returns the ec2 target.
+func New() targets.Target {
+	return &Target{workers: defaultWorkers, poll: defaultPoll, backoff: time.Second}
+}
+
+// Name implements targets.Target.
+func (t *Target) Name() string { return "ec2" }
+
+// Check implements targets.Target: it validates the target data and the
+// job's architecture without any network call.
+func (t *Target) Check(job targets.Job, raw []byte, getenv func(string) string) error {
+	if _, err := parseData(raw); err != nil {
+		return err
+	}
+	_, err := archOf(job)
+	return err
+}
+
+// Upload implements targets.Target.
+func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error) {
+	d, err := parseData(req.Data)
+	if err != nil {
+		return "", err
+	}
+	arch, err := archOf(req.Job)
+	if err != nil {
+		return "", err
+	}
+	getenv := req.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	cfg, err := awsauth.Config(ctx, d.Region, awsauth.Role{
+		ARN: d.ARN, ExternalID: d.ExternalID, Session: "cloudupload-" + req.Job.ID,
+	}, awsauth.Options{MaxConns: t.workers})
+	if err != nil {
+		return "", err
+	}
+	req.Log.Printf("ec2: publishing %s as AMI %q in %s for %s (method %s, arch %s)", req.Job.Filename, d.AMIName, d.Region, d.ARN, d.Method, arch)
+	r := t.newRun(req, d, arch)
+	r.ebs = ebs.NewFromConfig(cfg, func(o *ebs.Options) {
+		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = 6
+			o.MaxBackoff = 20 * time.Second
+			o.RateLimiter = ratelimit.None // throttling is expected under load; never give up on a quota
+		})
+	})
+	ec2Opts := func(o *ec2.Options) {
+		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 6 })
+	}
+	r.ec2 = ec2.NewFromConfig(cfg, ec2Opts)
+	r.ec2In = func(region string) ec2API {
+		return ec2.NewFromConfig(cfg, ec2Opts, func(o *ec2.Options) { o.Region = region })
+	}
+	pathStyle := cfg.BaseEndpoint != nil || getenv("AWS_ENDPOINT_URL_S3") != ""
+	r.s3 = s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = pathStyle })
+	return r.publish(ctx)
+}
+
+func (t *Target) newRun(req targets.Request, d *data, arch string) *run {
+	log := req.Log
+	if log == nil {
+		log = targets.NewLog(discard{})
+	}
+	return &run{
+		d: d, job: req.Job, img: req.Image, log: log, arch: arch,
+		token:   jobToken(req.Job, d, req.Image),
+		workers: t.workers, poll: t.poll, backoff: t.backoff,
+	}
+}
+
+// jobToken identifies one job's publication of one image: the StartSnapshot
+// and CopyImage client tokens derive from it, and the cloudupload:token tag
+// carries it so a rerun of the same job recognises its own AMI.
+func jobToken(job targets.Job, d *data, img targets.Image) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q %q %q %q %q %q %q %q %q\n", job.ID, job.User, job.Project, job.Repository,
+		job.Arch, job.Package, job.Filename, d.Region, d.AMIName)
+	if img != nil {
+		if fi, err := os.Stat(img.Path()); err == nil {
+			fmt.Fprintf(h, "%d %d\n", fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
