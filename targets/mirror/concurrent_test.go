@@ -235,4 +235,3 @@ func TestLatestOnlyForwardUnderConcurrency(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
