@@ -143,12 +143,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, id int64, path s
 		if final || end >= 0 && offset >= end {
 			return
 		}
+		select {
+		case <-s.stopping:
+			return // the server shuts down; the client may ask again
+		default:
+		}
 		if rc.Flush() != nil {
 			return
 		}
 		select {
 		case <-r.Context().Done():
 			return
+		case <-s.stopping:
 		case <-tick.C:
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloudupload/cloudupload"
@@ -74,12 +75,16 @@ type Server struct {
 	pubinfo []byte // <pubkeyinfo> document, nil without key
 	poll    time.Duration
 	log     *slog.Logger
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed by StopStreams
 }
 
 // New returns the API handler. It fails when PublicKey is set but is not a
 // PEM public key.
 func New(cfg Config) (*Server, error) {
-	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), pubkey: cfg.PublicKey, poll: cfg.LogPoll, log: cfg.Logger}
+	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), pubkey: cfg.PublicKey, poll: cfg.LogPoll, log: cfg.Logger,
+		stopping: make(chan struct{})}
 	if s.poll <= 0 {
 		s.poll = 200 * time.Millisecond
 	}
@@ -125,6 +130,13 @@ func PubkeyInfo(pemKey []byte) (xmlapi.PubkeyInfo, error) {
 		return xmlapi.PubkeyInfo{}, fmt.Errorf("public key of type %T is not RSA", key)
 	}
 	return info, nil
+}
+
+// StopStreams ends the log streams in progress (after sending what the
+// logs hold) and makes new ones answer at once, so that a shutdown does not
+// wait for running jobs. Call it before http.Server.Shutdown.
+func (s *Server) StopStreams() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 }
 
 // ServeHTTP routes a request as OBS's upload server did.

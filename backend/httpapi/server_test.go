@@ -57,6 +57,11 @@ var testKey = func() []byte {
 
 // start serves a Server over a fake manager holding a few jobs.
 func start(t *testing.T, cfg Config) (*httptest.Server, *fakeManager) {
+	ts, m, _ := startServer(t, cfg)
+	return ts, m
+}
+
+func startServer(t *testing.T, cfg Config) (*httptest.Server, *fakeManager, *Server) {
 	t.Helper()
 	m := newFake(t.TempDir())
 	base := cloudupload.Job{Created: 1700000000, User: "alice", Target: "mirror", Project: "home:alice",
@@ -98,7 +103,7 @@ func start(t *testing.T, cfg Config) (*httptest.Server, *fakeManager) {
 	}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
-	return ts, m
+	return ts, m, s
 }
 
 type request struct {
@@ -435,4 +440,32 @@ func FuzzParseQuery(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestStopStreams: at shutdown, log streams end after sending what the log
+// holds, and new ones answer at once.
+func TestStopStreams(t *testing.T) {
+	ts, _, s := startServer(t, Config{})
+	resp, err := http.Get(ts.URL + "/cloudupload/2/_log") // job 2 is uploading
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "step 1\n" {
+		t.Fatalf("%q %v", line, err)
+	}
+	s.StopStreams()
+	if rest, err := io.ReadAll(br); err != nil || string(rest) != "step 2\n" {
+		t.Errorf("rest %q, %v", rest, err)
+	}
+	resp2, err := http.Get(ts.URL + "/cloudupload/2/_log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp2.Body)
+	resp2.Body.Close()
+	if string(b) != "step 1\nstep 2\n" {
+		t.Errorf("after stop: %q", b)
+	}
 }

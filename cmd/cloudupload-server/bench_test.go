@@ -57,7 +57,11 @@ func skeletonFor(user string, size int64, mode string) string {
 // submitPut creates a job by skeleton and PUTs size bytes of body; it
 // returns the job name and when the PUT was answered.
 func submitPut(tb testing.TB, base, user string, size int64, body io.Reader) (string, time.Time) {
-	resp, err := benchClient.Post(base+"/cloudupload", "text/xml", strings.NewReader(skeletonFor(user, size, "instant")))
+	return submitPutMode(tb, base, user, size, body, "instant")
+}
+
+func submitPutMode(tb testing.TB, base, user string, size int64, body io.Reader, mode string) (string, time.Time) {
+	resp, err := benchClient.Post(base+"/cloudupload", "text/xml", strings.NewReader(skeletonFor(user, size, mode)))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -220,7 +224,7 @@ type serverProcess struct {
 	url string
 }
 
-func buildServer(b *testing.B) string {
+func buildServer(b testing.TB) string {
 	bin := filepath.Join(b.TempDir(), "cloudupload-server")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -229,8 +233,13 @@ func buildServer(b *testing.B) string {
 	return bin
 }
 
-func startProcess(b *testing.B, bin string) *serverProcess {
-	dir := b.TempDir()
+func startProcess(b testing.TB, bin string, extra ...string) *serverProcess {
+	return startProcessIn(b, bin, b.TempDir(), extra...)
+}
+
+// startProcessIn runs the server with its state (and uploader) in dir; extra
+// are more flags.
+func startProcessIn(b testing.TB, bin, dir string, extra ...string) *serverProcess {
 	uploader := filepath.Join(dir, "uploader")
 	os.WriteFile(uploader, []byte(testUploader), 0o755)
 	pub, priv := testKeys()
@@ -240,14 +249,19 @@ func startProcess(b *testing.B, bin string) *serverProcess {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "--listen", addr, "--state-dir", filepath.Join(dir, "state"), "--uploader", uploader,
-		"--pubkey", pub, "--privkey", priv, "--log-level", "warn")
+	cmd := exec.Command(bin, append([]string{"--listen", addr, "--state-dir", filepath.Join(dir, "state"), "--uploader", uploader,
+		"--pubkey", pub, "--privkey", priv, "--log-level", "warn"}, extra...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	go io.Copy(io.Discard, bufio.NewReader(stderr))
-	b.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+	b.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		}
+	})
 	p := &serverProcess{cmd: cmd, url: "http://" + addr}
 	for i := 0; ; i++ {
 		if resp, err := http.Get(p.url + "/"); err == nil {
@@ -263,7 +277,7 @@ func startProcess(b *testing.B, bin string) *serverProcess {
 }
 
 // vmHWM is the peak resident memory of the process in KiB.
-func (p *serverProcess) vmHWM(b *testing.B) float64 {
+func (p *serverProcess) vmHWM(b testing.TB) float64 {
 	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		b.Fatal(err)

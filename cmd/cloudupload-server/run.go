@@ -31,6 +31,7 @@ type Main struct {
 	Stderr io.Writer // where logs and usage go; default os.Stderr
 
 	manager *backend.Manager
+	api     *httpapi.Server
 	server  *http.Server
 	ln      net.Listener
 	served  chan error
@@ -140,6 +141,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	m.api = api
 	m.server = &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 30 * time.Second,
@@ -209,6 +211,7 @@ func (m *Main) Addr() string {
 func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
+		m.api.StopStreams()
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		if err := m.server.Shutdown(ctx); err != nil {
 			m.Logger.Warn("requests still running at shutdown were cut", "err", err)
