@@ -232,7 +232,7 @@ func (s *Server) getPubkey(w http.ResponseWriter, r *http.Request) {
 	case "info":
 		writeXML(w, s.pubinfo)
 	default:
-		s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unknown view %q", view))
+		s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unknown view %q", truncate(view)))
 	}
 }
 
