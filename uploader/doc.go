@@ -1,0 +1,16 @@
+// Package uploader is what the per-job uploader process (bin/clouduploader)
+// does around a target: it reads OBS's argv and the job's environment,
+// checks the target data, opens and decompresses the image, runs the
+// target's Upload with a context that SIGTERM or SIGINT cancels, and writes
+// the result file atomically. It also answers `validate <target>` (for the
+// daemon, before a job exists) and `targets`.
+//
+// Exit status: 0 success (result file: the result); 1 failure (result
+// file: one line saying why); 2 bad usage or invalid target data; 128+n
+// when stopped by signal n (143 for SIGTERM; result file: "killed").
+//
+// Standard output is the job log, for people: a header naming the job,
+// target and image, each step of the target, the total time. The target
+// data is never printed (it may name private resources; secrets are never
+// in it in clear, and never in the log).
+package uploader

@@ -1,0 +1,426 @@
+package uploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	cloudupload "github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/uploader/image"
+)
+
+// Exit statuses.
+const (
+	ExitOK      = 0
+	ExitFailed  = 1
+	ExitUsage   = 2 // bad argv, unknown target, invalid target data
+	ExitSignal  = 128
+	ExitKilled  = ExitSignal + int(syscall.SIGTERM) // 143
+	MaxDataSize = 10 << 20                          // bound on the target data
+)
+
+// DefaultCleanupTimeout bounds how long a cancelled upload may take to
+// clean up before the process exits anyway.
+const DefaultCleanupTimeout = 60 * time.Second
+
+// Options are what Main runs with; cmd/clouduploader passes the registry's
+// targets and the process's environment and streams.
+type Options struct {
+	Targets []targets.Target
+	Getenv  func(string) string
+	Stdin   io.Reader
+	Stdout  io.Writer // the job log
+	Stderr  io.Writer
+	// CleanupTimeout bounds the wait for a cancelled upload
+	// (DefaultCleanupTimeout when zero).
+	CleanupTimeout time.Duration
+	// Signals are the signals that cancel an upload (SIGTERM and SIGINT
+	// when nil).
+	Signals []os.Signal
+}
+
+const usage = `usage:
+  clouduploader <user> <target> <image> <target data file> <filename> <result file>
+      publish <image> (built as <filename>) to <target> with the JSON target
+      data in <target data file>; write the result (or why it failed) to
+      <result file>. Job fields come from CLOUDUPLOAD_JOB, CLOUDUPLOAD_PROJECT,
+      CLOUDUPLOAD_REPOSITORY, CLOUDUPLOAD_ARCH, CLOUDUPLOAD_PACKAGE; without
+      them the arch is taken from <filename>.
+  clouduploader validate <target>
+      check the target data on standard input; exit 0 when valid, 2 with
+      one line naming the field when not.
+  clouduploader targets
+      list the known targets.
+exit status: 0 success, 1 failure, 2 usage or invalid data, 143 killed (SIGTERM)
+`
+
+// Main runs the uploader with args (without the program name) and returns
+// the exit status. Cancelling ctx acts like SIGTERM.
+func Main(ctx context.Context, args []string, opts Options) int {
+	if opts.Getenv == nil {
+		opts.Getenv = func(string) string { return "" }
+	}
+	if opts.Stdin == nil {
+		opts.Stdin = strings.NewReader("")
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = io.Discard
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = io.Discard
+	}
+	if opts.CleanupTimeout <= 0 {
+		opts.CleanupTimeout = DefaultCleanupTimeout
+	}
+	if opts.Signals == nil {
+		opts.Signals = []os.Signal{syscall.SIGTERM, syscall.SIGINT}
+	}
+	switch {
+	case len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help"):
+		fmt.Fprint(opts.Stdout, usage)
+		return ExitOK
+	case len(args) == 1 && args[0] == "targets":
+		for _, t := range opts.Targets {
+			fmt.Fprintln(opts.Stdout, t.Name())
+		}
+		return ExitOK
+	case len(args) == 2 && args[0] == "validate":
+		return validate(args[1], opts)
+	case len(args) == 6:
+		return upload(ctx, args, opts)
+	}
+	fmt.Fprint(opts.Stderr, usage)
+	return ExitUsage
+}
+
+// lookup finds the target called name.
+func lookup(name string, all []targets.Target) (targets.Target, error) {
+	var names []string
+	for _, t := range all {
+		if t.Name() == name {
+			return t, nil
+		}
+		names = append(names, t.Name())
+	}
+	if len(name) > 40 {
+		name = name[:40] + "…"
+	}
+	return nil, cloudupload.Errorf(cloudupload.EINVALID, "unknown target %q (known: %s)", name, strings.Join(names, ", "))
+}
+
+// validate checks target data from stdin for the job in the environment.
+func validate(name string, opts Options) int {
+	t, err := lookup(name, opts.Targets)
+	if err != nil {
+		fmt.Fprintln(opts.Stderr, oneLine(cloudupload.ErrorMessage(err)))
+		return ExitUsage
+	}
+	data, err := readBounded(opts.Stdin, "target data")
+	if err != nil {
+		fmt.Fprintln(opts.Stderr, oneLine(cloudupload.ErrorMessage(err)))
+		if cloudupload.ErrorCode(err) == cloudupload.EINVALID {
+			return ExitUsage
+		}
+		return ExitFailed
+	}
+	job := jobFromEnv(opts.Getenv, opts.Getenv("CLOUDUPLOAD_USER"), opts.Getenv("CLOUDUPLOAD_FILENAME"))
+	if err := t.Check(job, data, opts.Getenv); err != nil {
+		fmt.Fprintln(opts.Stderr, oneLine(cloudupload.ErrorMessage(err)))
+		if cloudupload.ErrorCode(err) == cloudupload.EINVALID {
+			return ExitUsage
+		}
+		return ExitFailed
+	}
+	return ExitOK
+}
+
+// readBounded reads at most MaxDataSize bytes of target data.
+func readBounded(r io.Reader, what string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxDataSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if len(data) > MaxDataSize {
+		return nil, cloudupload.Errorf(cloudupload.EINVALID, "%s is larger than %d MiB", what, MaxDataSize>>20)
+	}
+	return data, nil
+}
+
+// jobFromEnv returns the job the daemon describes in the environment, with
+// what is missing derived: the arch from the file name, the id from the pid.
+func jobFromEnv(getenv func(string) string, user, filename string) targets.Job {
+	j := targets.Job{
+		ID:         getenv("CLOUDUPLOAD_JOB"),
+		User:       user,
+		Project:    getenv("CLOUDUPLOAD_PROJECT"),
+		Repository: getenv("CLOUDUPLOAD_REPOSITORY"),
+		Arch:       getenv("CLOUDUPLOAD_ARCH"),
+		Package:    getenv("CLOUDUPLOAD_PACKAGE"),
+		Filename:   filename,
+	}
+	if j.ID == "" {
+		j.ID = fmt.Sprintf("manual-%d", os.Getpid())
+	}
+	if j.Arch == "" {
+		j.Arch = ArchFromFilename(filename)
+	}
+	return j
+}
+
+// ArchFromFilename finds the architecture in an image's file name as
+// OBS/kiwi name them ("…x86_64-1.0.raw.xz", "…aarch64…"; "arm64" means
+// aarch64), x86_64 when it names none.
+func ArchFromFilename(name string) string {
+	for _, a := range []struct{ token, arch string }{
+		{"aarch64", "aarch64"}, {"arm64", "aarch64"}, {"x86_64", "x86_64"}, {"amd64", "x86_64"},
+		{"ppc64le", "ppc64le"}, {"s390x", "s390x"}, {"riscv64", "riscv64"},
+		{"i686", "i686"}, {"i586", "i586"},
+	} {
+		if containsToken(name, a.token) {
+			return a.arch
+		}
+	}
+	return "x86_64"
+}
+
+// containsToken reports whether s holds tok not preceded or followed by a
+// letter or digit ("x86_64" in "VM.x86_64-1.0", not "arm64" in "farm64x").
+func containsToken(s, tok string) bool {
+	for i := 0; ; {
+		k := strings.Index(s[i:], tok)
+		if k < 0 {
+			return false
+		}
+		k += i
+		end := k + len(tok)
+		if (k == 0 || !isAlnum(s[k-1])) && (end == len(s) || !isAlnum(s[end])) {
+			return true
+		}
+		i = k + 1
+	}
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// upload runs one job: argv is OBS's.
+func upload(ctx context.Context, args []string, opts Options) int {
+	start := time.Now()
+	user, targetName, imagePath, dataPath, filename, resultPath := args[0], args[1], args[2], args[3], args[4], args[5]
+	log := targets.NewLog(opts.Stdout)
+	fail := func(code int, err error) int {
+		msg := oneLine(err.Error())
+		log.Printf("upload failed after %s: %s", targets.Round(time.Since(start)), msg)
+		if werr := writeResult(resultPath, msg); werr != nil {
+			log.Printf("cannot write the result file: %v", werr)
+		}
+		return code
+	}
+	if err := cloudupload.CheckName("filename", filename); err != nil {
+		return fail(ExitUsage, err)
+	}
+	job := jobFromEnv(opts.Getenv, user, filename)
+	target, err := lookup(targetName, opts.Targets)
+	if err != nil {
+		return fail(ExitUsage, err)
+	}
+	data, err := readDataFile(dataPath)
+	if err != nil {
+		return fail(ExitUsage, err)
+	}
+	if err := target.Check(job, data, opts.Getenv); err != nil {
+		code := ExitFailed
+		if cloudupload.ErrorCode(err) == cloudupload.EINVALID {
+			code = ExitUsage
+		}
+		return fail(code, fmt.Errorf("invalid target data: %w", err))
+	}
+
+	// From here on, SIGTERM/SIGINT (or ctx) cancel the upload; the target
+	// cleans up; later signals are ignored while it does.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, opts.Signals...)
+	defer signal.Stop(sigs)
+	var stopSignal os.Signal
+
+	log.Printf("job %s: %s to %s for user %s", job.ID, jobName(job), target.Name(), user)
+	img, err := image.Open(imagePath, filename)
+	if err != nil {
+		return fail(ExitFailed, err)
+	}
+	log.Printf("image %s: %s", filename, describe(img))
+
+	type outcome struct {
+		result string
+		err    error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := target.Upload(ctx, targets.Request{Job: job, Data: data, Image: img, Log: log, Getenv: opts.Getenv})
+		done <- outcome{res, err}
+	}()
+
+	var out outcome
+	var deadline <-chan time.Time
+	parentDone := ctx.Done()
+wait:
+	for {
+		select {
+		case out = <-done:
+			break wait
+		case sig := <-sigs:
+			if stopSignal != nil {
+				log.Printf("received %s again: still cleaning up (at most %s)", sig, opts.CleanupTimeout)
+				continue
+			}
+			stopSignal = sig
+			log.Printf("received %s: stopping the upload and cleaning up", sig)
+			cancel()
+			parentDone = nil
+			deadline = time.After(opts.CleanupTimeout)
+		case <-parentDone:
+			parentDone = nil
+			if stopSignal == nil {
+				stopSignal = syscall.SIGTERM
+				log.Printf("stopping the upload and cleaning up")
+				deadline = time.After(opts.CleanupTimeout)
+			}
+		case <-deadline:
+			log.Printf("cleanup did not finish within %s; giving up", opts.CleanupTimeout)
+			return killed(log, resultPath, stopSignal, start)
+		}
+	}
+	if out.err == nil {
+		if stopSignal != nil {
+			log.Printf("the upload had completed when %s arrived", stopSignal)
+		}
+		if err := writeResult(resultPath, oneLine(out.result)); err != nil {
+			log.Printf("cannot write the result file: %v", err)
+			return ExitFailed
+		}
+		log.Printf("upload succeeded in %s: %s", targets.Round(time.Since(start)), oneLine(out.result))
+		return ExitOK
+	}
+	if stopSignal != nil {
+		if !errors.Is(out.err, context.Canceled) {
+			log.Printf("the upload ended with: %s", oneLine(out.err.Error()))
+		}
+		return killed(log, resultPath, stopSignal, start)
+	}
+	return fail(ExitFailed, out.err)
+}
+
+// killed records a job stopped by a signal.
+func killed(log *targets.Log, resultPath string, sig os.Signal, start time.Time) int {
+	log.Printf("upload killed after %s", targets.Round(time.Since(start)))
+	if err := writeResult(resultPath, "killed"); err != nil {
+		log.Printf("cannot write the result file: %v", err)
+	}
+	if s, ok := sig.(syscall.Signal); ok {
+		return ExitSignal + int(s)
+	}
+	return ExitKilled
+}
+
+// readDataFile reads the target data file, bounded.
+func readDataFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open target data file: %w", unwrapPath(err))
+	}
+	defer f.Close()
+	return readBounded(f, "target data file")
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func jobName(j targets.Job) string {
+	var parts []string
+	for _, p := range []string{j.Project, j.Repository, j.Arch, j.Package} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		return j.Filename
+	}
+	return strings.Join(parts, "/") + "/" + j.Filename
+}
+
+// describe says what the image is, for the log header.
+func describe(img targets.Image) string {
+	var b strings.Builder
+	if f := img.Format(); f != "" {
+		fmt.Fprintf(&b, "format %s", f)
+	} else {
+		b.WriteString("not a disk image, published as is")
+	}
+	if st, err := os.Stat(img.Path()); err == nil {
+		fmt.Fprintf(&b, ", file %s", targets.MiB(st.Size()))
+	}
+	if k, ok := img.(interface{ KnownDiskSize() (int64, bool) }); ok && img.Format() != "" {
+		if n, ok := k.KnownDiskSize(); ok {
+			fmt.Fprintf(&b, ", disk %s", targets.MiB(n))
+		}
+	}
+	return b.String()
+}
+
+// oneLine makes s one line of at most 1000 bytes.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 1000 {
+		s = s[:1000] + "…"
+	}
+	return s
+}
+
+// writeResult writes the result file atomically: a temporary file beside
+// it, fsync, rename, fsync of the directory.
+func writeResult(path, line string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.WriteString(line + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
