@@ -192,31 +192,42 @@ type Lock struct{ f *os.File }
 
 // LockSeries takes the exclusive lock of the series directory dir (flock on
 // dir/.lock), waiting while another publication or prune holds it, until
-// ctx is done.
+// ctx is done. Waiters are queued by the kernel (a blocking flock), so a
+// busy prune cannot starve a publication.
 func LockSeries(ctx context.Context, dir string) (*Lock, error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open series lock: %w", err)
 	}
-	delay := time.Millisecond
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return &Lock{f: f}, nil
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+		return &Lock{f: f}, nil
+	}
+	got := make(chan error, 1)
+	go func() {
+		var err error
+		for {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			if !errors.Is(err, syscall.EINTR) {
+				break
+			}
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("lock series: %w", err)
 		}
-		select {
-		case <-ctx.Done():
+		return &Lock{f: f}, nil
+	case <-ctx.Done():
+		// The waiting flock cannot be interrupted: release the lock as soon
+		// as it is granted.
+		go func() {
+			<-got
 			f.Close()
-			return nil, fmt.Errorf("wait for series lock: %w", ctx.Err())
-		case <-time.After(delay):
-		}
-		if delay < 50*time.Millisecond {
-			delay *= 2
-		}
+		}()
+		return nil, fmt.Errorf("wait for series lock: %w", ctx.Err())
 	}
 }
 
