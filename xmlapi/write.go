@@ -8,8 +8,10 @@ import (
 	"github.com/beevik/etree"
 )
 
-// escaper escapes text and attribute values as OBS's XML::Structured does.
-var escaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;")
+// escaper escapes text and attribute values as OBS's XML::Structured does,
+// and a carriage return as &#13; so that it survives XML's line-end
+// normalization.
+var escaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "\r", "&#13;")
 
 // clean replaces what XML 1.0 cannot carry (control characters other than
 // tab, newline and carriage return; invalid UTF-8) with U+FFFD, so a
