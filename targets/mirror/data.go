@@ -52,7 +52,8 @@ func ParseTrees(s string) ([]Tree, error) {
 		return nil, nil
 	}
 	for _, item := range strings.Split(s, ",") {
-		name, dir, ok := strings.Cut(strings.TrimSpace(item), "=")
+		name, dir, ok := strings.Cut(item, "=")
+		name, dir = strings.TrimSpace(name), strings.TrimSpace(dir)
 		if !ok {
 			return nil, fmt.Errorf("mirror %q: want NAME=DIR", item)
 		}
