@@ -9,6 +9,7 @@ import (
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/targets/ec2"
 	"github.com/cloudupload/cloudupload/targets/mirror"
+	"github.com/cloudupload/cloudupload/targets/s3"
 )
 
 // All returns a fresh instance of every known target, sorted by name.
@@ -17,6 +18,7 @@ func All() []targets.Target {
 		// One line per target, e.g. ec2.New(),
 		ec2.New(),
 		mirror.New(),
+		s3.New(),
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].Name() < all[j].Name() })
 	return all

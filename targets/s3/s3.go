@@ -116,7 +116,7 @@ func (pub *publisher) publish(ctx context.Context, img targets.Image, job target
 	if c.Decompress && img.Format() == "" {
 		return "", invalid("decompress: %q is not a disk image (raw, vhdfixed or qcow2, possibly compressed)", clip(job.Filename))
 	}
-	if c.Decompress && img.Format() != "raw" {
+	if c.Decompress {
 		size, err := img.DiskSize(ctx)
 		if err != nil {
 			return "", fmt.Errorf("read image size: %w", err)

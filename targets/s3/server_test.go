@@ -60,7 +60,11 @@ func versity(tb testing.TB) *server {
 	return versitySrv
 }
 
-var versityCmd *exec.Cmd
+var (
+	versityCmd    *exec.Cmd
+	versityExited chan struct{}
+	versityRoot   string
+)
 
 func findVersity() (string, error) {
 	if p, err := exec.LookPath("versitygw"); err == nil {
@@ -93,6 +97,7 @@ func startVersity() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	versityRoot = root
 	var lastErr error
 	for range 5 {
 		port, err := freePort()
@@ -111,7 +116,7 @@ func startVersity() (*server, error) {
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
 		if lastErr = waitTCP(addr, exited); lastErr == nil {
-			versityCmd = cmd
+			versityCmd, versityExited = cmd, exited
 			url := "http://" + addr
 			return newServer("versitygw", url, testAccess, testSecret), nil
 		}
@@ -223,6 +228,10 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if versityCmd != nil {
 		syscall.Kill(-versityCmd.Process.Pid, syscall.SIGKILL)
+		<-versityExited
+	}
+	if versityRoot != "" {
+		os.RemoveAll(versityRoot)
 	}
 	os.Exit(code)
 }
