@@ -261,7 +261,11 @@ func ParseOptions(job targets.Job, data []byte, getenv func(string) string, now 
 		}
 	}
 
-	// The published file's name.
+	// The published file's name; `clouduploader validate` may not know it
+	// (the daemon passes no filename), Upload always does.
+	if job.Filename == "" {
+		return o, nil
+	}
 	if err := cloudupload.CheckName("filename", job.Filename); err != nil {
 		return nil, err
 	}

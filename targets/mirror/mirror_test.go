@@ -291,6 +291,18 @@ func TestCheckRejects(t *testing.T) {
 	if err := New().Check(e.job, []byte(`{"tree":"demo"}`), e.getenv); err != nil {
 		t.Errorf("minimal data rejected: %v", err)
 	}
+	// `clouduploader validate` knows no filename: Check must not need one.
+	job.Filename = ""
+	if err := New().Check(job, []byte(`{"tree":"demo"}`), e.getenv); err != nil {
+		t.Errorf("data rejected without a filename: %v", err)
+	}
+	// Nor a project etc. when the series is given.
+	if err := New().Check(targets.Job{}, []byte(`{"tree":"demo","series":"master/centos"}`), e.getenv); err != nil {
+		t.Errorf("data rejected without job fields: %v", err)
+	}
+	if err := New().Check(targets.Job{}, []byte(`{"tree":"demo"}`), e.getenv); err == nil || !strings.Contains(err.Error(), "series") {
+		t.Errorf("no series and no job fields: %v, want an error naming series", err)
+	}
 }
 
 func TestParseTrees(t *testing.T) {
