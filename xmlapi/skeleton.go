@@ -12,7 +12,8 @@ import (
 )
 
 // skeletonFields are the elements an OBS source server sends in the job
-// skeleton, each required. details holds the target data, hex-encoded.
+// skeleton, each required but details, which holds the target data
+// hex-encoded (absent or empty: no target data, as in OBS).
 var skeletonFields = []string{"user", "target", "project", "repository", "package", "arch", "filename", "size", "details"}
 
 // ParseSkeleton parses the internal job skeleton an OBS source server posts
@@ -25,7 +26,7 @@ var skeletonFields = []string{"user", "target", "project", "repository", "packag
 //	</clouduploadjob>
 //
 // It returns the job (only the fields above set) and the decoded target
-// data. Every field must be present (details may be empty: no target data);
+// data. Every field but details must be present and not empty;
 // size must be a non-negative decimal integer and details valid hex. Errors
 // are *cloudupload.Error EINVALID naming what was wrong, e.g.
 // "user is missing from job skeleton". Names are not checked here: the
@@ -49,6 +50,8 @@ func ParseSkeleton(body []byte) (cloudupload.Job, []byte, error) {
 	for _, f := range skeletonFields {
 		els := root.SelectElements(f)
 		switch {
+		case len(els) == 0 && f == "details":
+			continue
 		case len(els) == 0:
 			return job, nil, cloudupload.Errorf(cloudupload.EINVALID, "%s is missing from job skeleton", f)
 		case len(els) > 1:

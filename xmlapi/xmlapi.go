@@ -97,16 +97,30 @@ func LogEntry(size, mtime int64) []byte {
 
 // PubkeyInfo describes the server's public key for `_pubkey?view=info`.
 type PubkeyInfo struct {
+	KeyID       string // last 8 hex digits of the fingerprint
 	Algo        string // "rsa"
 	KeySize     int    // bits
-	Fingerprint string // e.g. "sha256:" + hex of the DER SubjectPublicKeyInfo
+	Fingerprint string // hex in groups of four, space separated, as OBS wrote it
+	PEM         []byte // the key itself
 }
 
-// Pubkey returns the `<pubkeyinfo algo=".." keysize=".." fingerprint=".." />` document.
+// Pubkey returns the `view=info` document of OBS's source server
+// (BSXML pubkeyinfo): <pubkey keyid=".." algo=".." keysize=".."
+// fingerprint="..">PEM</pubkey>.
 func Pubkey(info PubkeyInfo) []byte {
-	e := etree.NewElement("pubkeyinfo")
-	e.CreateAttr("algo", info.Algo)
-	e.CreateAttr("keysize", strconv.Itoa(info.KeySize))
-	e.CreateAttr("fingerprint", info.Fingerprint)
+	e := etree.NewElement("pubkey")
+	if info.KeyID != "" {
+		e.CreateAttr("keyid", info.KeyID)
+	}
+	if info.Algo != "" {
+		e.CreateAttr("algo", info.Algo)
+	}
+	if info.KeySize != 0 {
+		e.CreateAttr("keysize", strconv.Itoa(info.KeySize))
+	}
+	if info.Fingerprint != "" {
+		e.CreateAttr("fingerprint", info.Fingerprint)
+	}
+	e.SetText(string(info.PEM))
 	return write(e)
 }

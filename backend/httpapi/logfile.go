@@ -83,7 +83,7 @@ func (s *Server) logFile(w http.ResponseWriter, r *http.Request, name string) {
 		writeXML(w, xmlapi.LogEntry(size, mtime))
 		return
 	default:
-		s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unknown view %q", truncate(view)))
+		s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unsupported view '%s'", truncate(view)))
 		return
 	}
 	if start < 0 {
@@ -91,7 +91,11 @@ func (s *Server) logFile(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	if nostream || job.State.Final() || r.Method == http.MethodHead {
-		n := max(size-start, 0)
+		if start > size {
+			s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "start out of range: %d", start))
+			return
+		}
+		n := size - start
 		if end >= 0 {
 			n = max(min(n, end-start), 0)
 		}
@@ -164,7 +168,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, id int64, path s
 // at most 18 digits, negative only for start.
 func parseOffset(name string, v []string, negative bool) (int64, error) {
 	if len(v) != 1 {
-		return 0, cloudupload.Errorf(cloudupload.EINVALID, "%s is given more than once", name)
+		return 0, cloudupload.Errorf(cloudupload.EINVALID, "parameter '%s' set multiple times", name)
 	}
 	s := v[0]
 	bad := cloudupload.Errorf(cloudupload.EINVALID, "%s must be a byte offset, not %q", name, truncate(s))

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -102,7 +103,9 @@ func New(cfg Config) (*Server, error) {
 }
 
 // PubkeyInfo describes a PEM public key (PKIX "PUBLIC KEY" or PKCS#1 "RSA
-// PUBLIC KEY"): algorithm, size in bits and the SHA-256 of its DER form.
+// PUBLIC KEY") as OBS's view=info did: algorithm, size in bits, and as
+// fingerprint the SHA-256 of the key's DER form in groups of four hex
+// digits, whose last eight digits are the key id.
 func PubkeyInfo(pemKey []byte) (xmlapi.PubkeyInfo, error) {
 	block, _ := pem.Decode(pemKey)
 	if block == nil {
@@ -121,15 +124,21 @@ func PubkeyInfo(pemKey []byte) (xmlapi.PubkeyInfo, error) {
 	if err != nil {
 		return xmlapi.PubkeyInfo{}, fmt.Errorf("parse public key: %w", err)
 	}
-	sum := sha256.Sum256(block.Bytes)
-	info := xmlapi.PubkeyInfo{Fingerprint: "sha256:" + hex.EncodeToString(sum[:])}
-	switch k := key.(type) {
-	case interface{ Size() int }: // *rsa.PublicKey
-		info.Algo, info.KeySize = "rsa", k.Size()*8
-	default:
+	k, ok := key.(*rsa.PublicKey)
+	if !ok {
 		return xmlapi.PubkeyInfo{}, fmt.Errorf("public key of type %T is not RSA", key)
 	}
-	return info, nil
+	sum := sha256.Sum256(block.Bytes)
+	hx := hex.EncodeToString(sum[:])
+	var fp strings.Builder
+	for i := 0; i < len(hx); i += 4 {
+		if i > 0 {
+			fp.WriteByte(' ')
+		}
+		fp.WriteString(hx[i : i+4])
+	}
+	return xmlapi.PubkeyInfo{KeyID: hx[len(hx)-8:], Algo: "rsa", KeySize: k.Size() * 8,
+		Fingerprint: fp.String(), PEM: pemKey}, nil
 }
 
 // StopStreams ends the log streams in progress (after sending what the
@@ -232,7 +241,7 @@ func (s *Server) getPubkey(w http.ResponseWriter, r *http.Request) {
 	case "info":
 		writeXML(w, s.pubinfo)
 	default:
-		s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unknown view %q", truncate(view)))
+		s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "unsupported view '%s'", truncate(view)))
 	}
 }
 
@@ -325,10 +334,10 @@ func jobFromQuery(raw string) (cloudupload.Job, error) {
 	}
 	for _, f := range fields {
 		if len(q[f]) == 0 || q[f][0] == "" {
-			return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "%s is missing", f)
+			return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "parameter '%s' is missing", f)
 		}
 		if len(q[f]) > 1 {
-			return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "%s is given more than once", f)
+			return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINVALID, "parameter '%s' set multiple times", f)
 		}
 	}
 	return cloudupload.Job{
@@ -424,9 +433,9 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
 	cmds := append(q["cmd"], q["command"]...)
 	switch {
 	case len(cmds) == 0:
-		err = cloudupload.Errorf(cloudupload.EINVALID, "cmd is missing")
+		err = cloudupload.Errorf(cloudupload.EINVALID, "parameter 'cmd' is missing")
 	case len(cmds) > 1:
-		err = cloudupload.Errorf(cloudupload.EINVALID, "cmd is given more than once")
+		err = cloudupload.Errorf(cloudupload.EINVALID, "parameter 'cmd' set multiple times")
 	case cmds[0] != "kill":
 		err = cloudupload.Errorf(cloudupload.EINVALID, "unknown command %q", truncate(cmds[0]))
 	}

@@ -185,8 +185,8 @@ func TestRoutes(t *testing.T) {
 		{"delete", request{"DELETE", "/cloudupload/5", nil, ""}, "400 unknown request: DELETE:/cloudupload/5"},
 		{"unknown-path", request{"GET", "/build/x", nil, ""}, "400 unknown request: GET:/build/x"},
 		{"create", request{"POST", createQuery, map[string]string{"Content-Type": "application/octet-stream"}, `{"tree":"demo"}`}, "200 OK"},
-		{"create-missing-param", request{"POST", strings.Replace(createQuery, "&user=alice", "", 1), nil, "{}"}, "400 user is missing"},
-		{"create-twice-param", request{"POST", createQuery + "&user=bob", nil, "{}"}, "400 user is given more than once"},
+		{"create-missing-param", request{"POST", strings.Replace(createQuery, "&user=alice", "", 1), nil, "{}"}, "400 parameter 'user' is missing"},
+		{"create-twice-param", request{"POST", createQuery + "&user=bob", nil, "{}"}, "400 parameter 'user' set multiple times"},
 		{"create-unknown-param", request{"POST", createQuery + "&foo=1", nil, "{}"}, "400 unknown parameter 'foo'"},
 		{"create-bad-name", request{"POST", strings.Replace(createQuery, "package=jeos", "package=..", 1), nil, "{}"}, `400 package ".." must not start with '.'`},
 		{"create-unknown-target", request{"POST", strings.Replace(createQuery, "target=mirror", "target=unknown", 1), nil, "{}"}, `400 target "unknown" is not known`},
@@ -204,7 +204,7 @@ func TestRoutes(t *testing.T) {
 		{"kill-form", request{"POST", "/cloudupload/2", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "command=kill"}, "200 OK"},
 		{"kill-unknown", request{"POST", "/cloudupload/999?cmd=kill", nil, ""}, "404 no such job"},
 		{"kill-other-command", request{"POST", "/cloudupload/2?cmd=restart", nil, ""}, `400 unknown command "restart"`},
-		{"kill-no-command", request{"POST", "/cloudupload/2", nil, ""}, "400 cmd is missing"},
+		{"kill-no-command", request{"POST", "/cloudupload/2", nil, ""}, "400 parameter 'cmd' is missing"},
 		{"kill-internal", request{"POST", "/cloudupload/66?cmd=kill", nil, ""}, "500 internal error"},
 		{"log", request{"GET", "/cloudupload/3/_log", nil, ""}, "200 OK"},
 		{"log-nostream", request{"GET", "/cloudupload/2/_log?nostream=1&start=0", nil, ""}, "200 OK"},
@@ -212,11 +212,12 @@ func TestRoutes(t *testing.T) {
 		{"log-negative-start", request{"GET", "/cloudupload/2/_log?nostream=1&start=-7", nil, ""}, "200 OK"},
 		{"log-queued", request{"GET", "/cloudupload/1/_log?nostream=1", nil, ""}, "200 OK"},
 		{"log-entry-queued", request{"GET", "/cloudupload/1/_log?view=entry", nil, ""}, "200 OK"},
+		{"log-start-out-of-range", request{"GET", "/cloudupload/2/_log?nostream=1&start=15", nil, ""}, "400 start out of range: 15"},
 		{"log-bad-start", request{"GET", "/cloudupload/2/_log?nostream=1&start=x", nil, ""}, `400 start must be a byte offset, not "x"`},
 		{"log-unknown", request{"GET", "/cloudupload/999/_log", nil, ""}, "404 no such job"},
 		{"log-next", request{"GET", "/cloudupload/next/_log", nil, ""}, "404 no such job"},
 		{"pubkey-info", request{"GET", "/cloudupload/_pubkey?view=info", nil, ""}, "200 OK"},
-		{"pubkey-bad-view", request{"GET", "/cloudupload/_pubkey?view=x", nil, ""}, `400 unknown view "x"`},
+		{"pubkey-bad-view", request{"GET", "/cloudupload/_pubkey?view=x", nil, ""}, "400 unsupported view 'x'"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			status, resp := do(t, ts, c.req)
@@ -252,7 +253,7 @@ func TestPubkey(t *testing.T) {
 		t.Errorf("%s %q %q", resp.Status, resp.Header.Get("Content-Type"), body)
 	}
 	info, err := PubkeyInfo(testKey)
-	if err != nil || info.Algo != "rsa" || info.KeySize != 2048 || !strings.HasPrefix(info.Fingerprint, "sha256:") {
+	if err != nil || info.Algo != "rsa" || info.KeySize != 2048 || len(info.Fingerprint) != 79 || !strings.HasSuffix(strings.ReplaceAll(info.Fingerprint, " ", ""), info.KeyID) {
 		t.Errorf("%+v %v", info, err)
 	}
 	ts2, _ := start(t, Config{})
@@ -467,5 +468,15 @@ func TestStopStreams(t *testing.T) {
 	resp2.Body.Close()
 	if string(b) != "step 1\nstep 2\n" {
 		t.Errorf("after stop: %q", b)
+	}
+}
+
+func TestPubkeyInfoDocument(t *testing.T) {
+	ts, _ := start(t, Config{PublicKey: testKey})
+	_, resp := do(t, ts, request{"GET", "/cloudupload/_pubkey?view=info", nil, ""})
+	info, _ := PubkeyInfo(testKey)
+	want := fmt.Sprintf("200 OK\nContent-Type: text/xml\n\n<pubkey keyid=%q algo=\"rsa\" keysize=\"2048\" fingerprint=%q>%s</pubkey>\n", info.KeyID, info.Fingerprint, testKey)
+	if string(resp) != want {
+		t.Errorf("got\n%s\nwant\n%s", resp, want)
 	}
 }
