@@ -63,12 +63,16 @@
 //
 //  1. A hidden staging directory .staging-<build_id>-<random> is made in the
 //     series directory (same file system), the image is copied into it as
-//     received (not decompressed), hashed on the way and fsynced, with the
-//     BUILD-INFO.txt, RESULT and RETENTION files.
-//  2. The series lock is taken. The build id is checked free; the image is
-//     hard-linked to the newest existing build's copy when that build's
-//     MANIFEST lists a file with the same sha256 and the file has the same
-//     size (dedup); the MANIFEST is written; everything is fsynced.
+//     received (not decompressed) and hashed on the way. When the newest
+//     build of the series lists a file with the same sha256 in its MANIFEST
+//     and that file has the same size, the copy is replaced by a hard link
+//     to it before it is ever written back (dedup: no data is written);
+//     otherwise the copy is fsynced. BUILD-INFO.txt, RESULT and RETENTION
+//     are written beside it.
+//  2. The series lock is taken. The build id is checked free and the links
+//     are checked to be links (or absent); dedup is tried once more against
+//     a build published meanwhile; the MANIFEST is written; files and
+//     directories are fsynced.
 //  3. One rename puts the build in place: readers see all of it or nothing.
 //  4. For a successful build only, each link is moved forward: it is left
 //     alone when it already points at an existing build whose id orders

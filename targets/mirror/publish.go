@@ -65,6 +65,19 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 		return "", err
 	}
 	sums[rel] = sum
+	// Dedup before anything reaches the disk: when the newest build has
+	// this file, the copy is replaced by a hard link to its copy and never
+	// written back. No lock is needed: a link to a file that prune removes
+	// afterwards keeps its content, and a failed link just keeps the copy.
+	deduped := false
+	if builds, err := ListBuilds(seriesDir); err == nil && len(builds) > 0 {
+		deduped = dedup(builds[len(builds)-1], filepath.Join(fileDir, filename), sum, size, log)
+	}
+	if !deduped {
+		if err := syncFile(filepath.Join(fileDir, filename)); err != nil {
+			return "", err
+		}
+	}
 
 	// 2. BUILD-INFO.txt, the result marker, the retention class.
 	if o.BuildInfo != nil {
@@ -106,18 +119,18 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 	if err != nil {
 		return "", err
 	}
+	if !deduped {
+		// A build published meanwhile may hold the file: dedup again (the
+		// copy is already on disk: this only saves space).
+		if builds, err := ListBuilds(seriesDir); err == nil && len(builds) > 0 {
+			dedup(builds[len(builds)-1], filepath.Join(fileDir, filename), sum, size, log)
+		}
+	}
 	for _, l := range o.Links {
 		st, err := os.Lstat(filepath.Join(seriesDir, l))
 		if err == nil && st.Mode()&fs.ModeSymlink == 0 {
 			return "", cloudupload.Errorf(cloudupload.EINVALID, "links: %s in series %s exists and is not a link", l, o.Series)
 		}
-	}
-	builds, err := ListBuilds(seriesDir)
-	if err != nil {
-		return "", fmt.Errorf("list series %s: %w", o.Series, err)
-	}
-	if len(builds) > 0 {
-		dedup(builds[len(builds)-1], filepath.Join(fileDir, filename), sum, size, log)
 	}
 	if err := writeManifest(staging, sums); err != nil {
 		return "", err
@@ -191,8 +204,8 @@ func freeID(seriesDir string, o *Options) (string, error) {
 	}
 }
 
-// copyFile copies src to dst (new, 0644), fsyncs it and returns its sha256
-// and size. It stops soon after ctx is cancelled.
+// copyFile copies src to dst (new, 0644) and returns its sha256 and size,
+// without fsync (see syncFile). It stops soon after ctx is cancelled.
 func copyFile(ctx context.Context, src, dst string, log *targets.Log, what string) (sum [32]byte, n int64, err error) {
 	in, err := os.Open(src)
 	if err != nil {
@@ -233,9 +246,6 @@ func copyFile(ctx context.Context, src, dst string, log *targets.Log, what strin
 		} else if rerr != nil {
 			return sum, n, fmt.Errorf("read image: %w", rerr)
 		}
-	}
-	if err := out.Sync(); err != nil {
-		return sum, n, fmt.Errorf("sync %s: %w", what, err)
 	}
 	err = out.Close()
 	out = nil
@@ -284,10 +294,10 @@ func writeManifest(dir string, sums map[string][32]byte) error {
 // dedup replaces the staged file path by a hard link to a file of prev with
 // the same sha256 (from prev's MANIFEST) and size. Failing that, the copy
 // stays: dedup only saves space.
-func dedup(prev Build, path string, sum [32]byte, size int64, log *targets.Log) {
+func dedup(prev Build, path string, sum [32]byte, size int64, log *targets.Log) bool {
 	m, err := readManifest(filepath.Join(prev.Dir, ManifestName))
 	if err != nil {
-		return
+		return false
 	}
 	var names []string
 	for name, s := range m {
@@ -308,15 +318,29 @@ func dedup(prev Build, path string, sum [32]byte, size int64, log *targets.Log) 
 		tmp := path + ".dedup"
 		if err := os.Link(old, tmp); err != nil {
 			log.Printf("dedup: cannot hard-link to build %s: %v", prev.ID, err)
-			return
+			return false
 		}
 		if err := os.Rename(tmp, path); err != nil {
 			os.Remove(tmp)
-			return
+			return false
 		}
 		log.Printf("dedup: %s is unchanged since build %s: hard-linked to its copy", filepath.Base(path), prev.ID)
-		return
+		return true
 	}
+	return false
+}
+
+// syncFile fsyncs the file at path.
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
+	}
+	return nil
 }
 
 // moveLink points seriesDir/name at build id unless it already points at a
