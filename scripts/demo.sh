@@ -98,7 +98,7 @@ details=$(printf '%s\n' "$doc" | sed -n 's/.*<details>\(.*\)<\/details>.*/\1/p')
 say "result: job $id $state: $details"
 if [ "$state" = succeeded ]; then
 	echo "published under demo/mirror:"
-	find demo/mirror -newer "$build/$filename" \( -type f -o -type l \) -print | sort | sed 's/^/  /'
+	find demo/mirror -newer "$build/$filename" \( -type f -o -type l \) ! -name ".*" -print | sort | sed 's/^/  /'
 	echo
 	echo "the job's files (an operator's view): demo/state/done/$id/"
 	ls -l "demo/state/done/$id/" 2>/dev/null | sed 's/^/  /' || true

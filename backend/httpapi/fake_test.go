@@ -23,6 +23,9 @@ type fakeManager struct {
 	image   map[int64]int64 // bytes received
 	killed  []int64
 	failErr error // returned by Create when set
+	// archive makes the log of a final job live elsewhere, as the real
+	// Manager's archive does.
+	archive bool
 }
 
 func newFake(dir string) *fakeManager {
@@ -139,8 +142,12 @@ func (m *fakeManager) Kill(ctx context.Context, id int64) error {
 }
 
 func (m *fakeManager) LogPath(id int64) (string, error) {
-	if _, err := m.Get(id); err != nil {
+	j, err := m.Get(id)
+	if err != nil {
 		return "", err
+	}
+	if m.archive && j.State.Final() {
+		return filepath.Join(m.dir, "done-"+fmt.Sprint(id)+".log"), nil
 	}
 	return filepath.Join(m.dir, fmt.Sprint(id)+".log"), nil
 }

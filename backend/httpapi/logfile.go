@@ -124,6 +124,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, id int64, path s
 		job, err := s.m.Get(id)
 		final := err != nil || job.State.Final()
 		if f == nil {
+			// The log may not exist yet, or have moved when the job ended
+			// (the Manager archives finished jobs): ask for its path again.
+			if p, err := s.m.LogPath(id); err == nil {
+				path = p
+			}
 			if f, err = os.Open(path); err == nil {
 				defer f.Close()
 			}

@@ -480,3 +480,44 @@ func TestPubkeyInfoDocument(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", resp, want)
 	}
 }
+
+// TestLogStreamArchived: a job that had no log when the stream began and
+// whose log moved when it ended (archived) is still streamed whole.
+func TestLogStreamArchived(t *testing.T) {
+	ts, m := start(t, Config{})
+	m.archive = true
+	resp, err := http.Get(ts.URL + "/cloudupload/1/_log") // created, no log yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m.setState(1, cloudupload.StateUploading, "uploading")
+	p, _ := m.LogPath(1)
+	os.WriteFile(p, []byte("first\n"), 0o644)
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); line != "first\n" || err != nil {
+		t.Fatalf("%q %v", line, err)
+	}
+	// The log grows, then the job ends and its log is archived elsewhere.
+	os.WriteFile(p, []byte("first\nsecond\n"), 0o644)
+	m.setState(1, cloudupload.StateSucceeded, "ok")
+	os.Rename(p, filepath.Join(m.dir, "done-1.log"))
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "second\n" {
+		t.Errorf("rest %q", rest)
+	}
+
+	// The job ends before the stream ever saw its log.
+	m.add(cloudupload.Job{ID: 5, State: cloudupload.StateScheduled})
+	resp3, err := http.Get(ts.URL + "/cloudupload/5/_log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp3.Body.Close()
+	time.Sleep(30 * time.Millisecond) // let the stream poll at least once (not a timing assertion)
+	os.WriteFile(filepath.Join(m.dir, "done-5.log"), []byte("all of it\n"), 0o644)
+	m.setState(5, cloudupload.StateFailed, "boom")
+	if b, _ := io.ReadAll(resp3.Body); string(b) != "all of it\n" {
+		t.Errorf("log of a job archived before the stream saw it: %q", b)
+	}
+}
