@@ -35,7 +35,8 @@ const (
 // options select the decompressors; tests use them to cover the pure-Go
 // paths on a machine that has the binaries.
 type options struct {
-	xzBinary string // path of xz, "" for the pure-Go decoder
+	xzBinary   string // path of xz, "" for the pure-Go decoder
+	zstdBinary string // path of zstd, "" for the pure-Go decoder
 }
 
 // Open opens the image at path whose name as built is filename (the name,
@@ -307,6 +308,10 @@ func (im *img) openStream(ctx context.Context) (io.ReadCloser, error) {
 			return f.Close()
 		}}, nil
 	case compZstd:
+		if im.opts.zstdBinary != "" {
+			defer f.Close()
+			return startDecompressor(ctx, im.name, f, im.opts.zstdBinary, "--decompress", "--stdout", "--quiet")
+		}
 		zr, err := zstd.NewReader(bufio.NewReaderSize(f, 1<<20), zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxWindow(1<<31))
 		if err != nil {
 			f.Close()
