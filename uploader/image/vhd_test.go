@@ -18,7 +18,7 @@ import (
 func vhdFooter(size int64) []byte {
 	b := make([]byte, vhdFooterSize)
 	copy(b, vhdCookie)
-	binary.BigEndian.PutUint32(b[8:], 2)          // features: reserved bit
+	binary.BigEndian.PutUint32(b[8:], 2)           // features: reserved bit
 	binary.BigEndian.PutUint32(b[12:], 0x00010000) // version
 	binary.BigEndian.PutUint64(b[16:], ^uint64(0)) // data offset: none (fixed)
 	copy(b[28:], "test")
