@@ -213,7 +213,11 @@ func scanTree(root string) (series, links []string, err error) {
 			relName := strings.TrimPrefix(rel+"/"+name, "/")
 			switch {
 			case e.Type()&fs.ModeSymlink != 0:
-				links = append(links, relName)
+				if strings.HasPrefix(name, ".link-") {
+					isSeries = true // a link being moved, or left by a killed publication
+				} else {
+					links = append(links, relName)
+				}
 			case !e.IsDir():
 			case strings.HasPrefix(name, ".trash-") || strings.HasPrefix(name, ".staging-"):
 				isSeries = true
@@ -325,6 +329,12 @@ func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, tree
 	for _, e := range ents {
 		name := e.Name()
 		switch {
+		case e.Type()&fs.ModeSymlink != 0 && strings.HasPrefix(name, ".link-"):
+			// Publications create and rename these under the lock we hold:
+			// one seen now was left by a publication that died.
+			if err := decide(Decision{Build: name, Delete: true, Reason: "temporary link left by a publication that died"}); err != nil {
+				return out, err
+			}
 		case !e.IsDir():
 		case strings.HasPrefix(name, ".trash-"):
 			if err := decide(Decision{Build: name, Delete: true, Reason: "left by an interrupted prune"}); err != nil {
@@ -447,7 +457,7 @@ func fmtAge(d time.Duration) string {
 // leaves readers' sight at once, then removed.
 func removeDir(dir, name string) error {
 	src := filepath.Join(dir, name)
-	if strings.HasPrefix(name, ".trash-") {
+	if strings.HasPrefix(name, ".trash-") || strings.HasPrefix(name, ".link-") {
 		return os.RemoveAll(src)
 	}
 	trash, err := tempName(dir, ".trash-"+strings.TrimPrefix(name, ".")+"-")

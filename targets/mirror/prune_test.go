@@ -83,6 +83,7 @@ func TestPruneDryRunEqualsRun(t *testing.T) {
 	os.Chtimes(stale, old, old)
 	os.MkdirAll(filepath.Join(e.tree, m, ".staging-y-2"), 0o755)
 	os.MkdirAll(filepath.Join(e.tree, m, ".trash-z-3/sub"), 0o755)
+	os.Symlink("20261001T000000Z", filepath.Join(e.tree, m, ".link-latest-4"))
 	fresh := filepath.Join(e.tree, m, ".staging-y-2")
 	os.Chtimes(fresh, now.Add(-time.Hour), now.Add(-time.Hour))
 
@@ -105,6 +106,7 @@ func TestPruneDryRunEqualsRun(t *testing.T) {
 	want := map[string]string{ // path → start of the reason
 		"demo:master/centos/.trash-z-3":        "delete: left by an interrupted prune",
 		"demo:master/centos/.staging-x-1":      "delete: staging directory untouched for 2d",
+		"demo:master/centos/.link-latest-4":    "delete: temporary link left by a publication that died",
 		"demo:master/centos/20261001T000000Z":  "delete: older than 14d and 5 newer successful master builds kept",
 		"demo:master/centos/20261002T000000Z":  "keep: pinned by KEEP",
 		"demo:master/centos/20261003T000000Z":  "delete: failed build older than 14d",

@@ -30,6 +30,15 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 		return "", cloudupload.Errorf(cloudupload.EINTERNAL, "mirror tree %s is not available on the server", o.Tree.Name)
 	}
 	seriesDir := filepath.Join(o.Tree.Dir, filepath.FromSlash(o.Series))
+	// A series must not lie inside a build (directly or through a link such
+	// as latest): publishing there would change a published build.
+	segs := strings.Split(o.Series, "/")
+	for i := range segs {
+		prefix := strings.Join(segs[:i+1], "/")
+		if _, err := os.Stat(filepath.Join(o.Tree.Dir, filepath.FromSlash(prefix), ManifestName)); err == nil {
+			return "", cloudupload.Errorf(cloudupload.EINVALID, "series %s lies inside the build %s", o.Series, prefix)
+		}
+	}
 	if err := os.MkdirAll(seriesDir, 0o755); err != nil {
 		return "", fmt.Errorf("create series %s: %w", o.Series, err)
 	}
