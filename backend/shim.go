@@ -60,8 +60,9 @@ func runShim(args []string) int {
 		status = "exit status 127"
 	} else {
 		logf("uploader started")
-		done := make(chan struct{})
+		done, stopped := make(chan struct{}), make(chan struct{})
 		go func() {
+			defer close(stopped)
 			for {
 				select {
 				case s := <-sigs:
@@ -73,6 +74,12 @@ func runShim(args []string) int {
 		}()
 		err := cmd.Wait()
 		close(done)
+		<-stopped
+		select {
+		case s := <-sigs:
+			logf("received %s: waiting for the uploader to stop", s)
+		default:
+		}
 		took := roundDuration(time.Since(start))
 		status = exitStatus(cmd.ProcessState, err)
 		switch {
