@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -11,9 +12,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,8 +118,12 @@ func start(t testing.TB, extra ...string) *env {
 		t.Fatal(err)
 	}
 	pub, priv := testKeys()
-	e.args = append([]string{"--listen", "127.0.0.1:0", "--state-dir", e.state, "--build-root", e.buildRoot,
-		"--uploader", uploader, "--kill-grace", "2s", "--pubkey", pub, "--privkey", priv, "--log-level", "debug"}, extra...)
+	e.args = []string{"--listen", "127.0.0.1:0", "--state-dir", e.state, "--uploader", uploader, "--kill-grace", "2s",
+		"--pubkey", pub, "--privkey", priv, "--log-level", "debug"}
+	if !slices.Contains(extra, "--repserver") {
+		e.args = append(e.args, "--build-root", e.buildRoot)
+	}
+	e.args = append(e.args, extra...)
 	e.restart()
 	return e
 }
@@ -488,4 +497,33 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRepServer fetches the image from a repository server over HTTP.
+func TestRepServer(t *testing.T) {
+	img := []byte(strings.Repeat("image data ", 100000))
+	var asked []string
+	var mu sync.Mutex
+	rep := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.URL.EscapedPath())
+		mu.Unlock()
+		if r.URL.Path != "/build/home:alice/images/x86_64/jeos/jeos.raw" {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(img))
+	}))
+	defer rep.Close()
+	e := start(t, "--repserver", rep.URL)
+	name := e.create("instant")
+	if doc := e.wait(name); jobField(t, doc, "state") != "succeeded" || jobField(t, doc, "details") != strconv.Itoa(len(img)) {
+		t.Errorf("job:\n%s", doc)
+	}
+	if _, status, _ := e.do("POST", strings.Replace(query, "jeos.raw", "nope.raw", 1), "", "instant"); status != "404 image not found: home:alice/images/x86_64/jeos/nope.raw" {
+		t.Errorf("missing image: %s", status)
+	}
+	if _, _, list := e.do("GET", "/cloudupload", "", ""); strings.Count(list, "<clouduploadjob ") != 1 {
+		t.Errorf("list:\n%s", list)
+	}
 }
