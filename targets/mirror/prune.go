@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -169,8 +170,9 @@ type Pruner struct {
 // those whose time has come: renamed to a hidden .trash-* name first (gone
 // from readers at once, and never half-deleted in sight), then removed. It
 // also removes .trash-* leftovers of an interrupted prune and staging
-// directories older than StaleStaging. It returns every decision; on an
-// error it stops at that series and returns what it decided so far.
+// directories older than StaleStaging. It returns every decision; a series
+// that fails (its error is returned, joined with the others') stops there
+// and the other series are still pruned.
 func (p *Pruner) Prune(ctx context.Context, tree Tree) ([]Decision, error) {
 	now := p.Now
 	if now.IsZero() {
@@ -184,15 +186,21 @@ func (p *Pruner) Prune(ctx context.Context, tree Tree) ([]Decision, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scan tree %s: %w", tree.Name, err)
 	}
+	resolved := resolveLinks(tree.Dir, links)
 	var all []Decision
+	var errs []error
 	for _, s := range series {
-		ds, err := p.pruneSeries(ctx, tree, s, links, policies, now)
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		ds, err := p.pruneSeries(ctx, tree, s, resolved, policies, now)
 		all = append(all, ds...)
 		if err != nil {
-			return all, fmt.Errorf("prune %s:%s: %w", tree.Name, s, err)
+			errs = append(errs, fmt.Errorf("prune %s:%s: %w", tree.Name, s, err))
 		}
 	}
-	return all, nil
+	return all, errors.Join(errs...)
 }
 
 // scanTree finds the series of a tree (directories holding builds, or
@@ -283,7 +291,7 @@ func linksTo(protected map[string][]string, build string) []string {
 	return names
 }
 
-func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, treeLinks []string, policies map[string]Policy, now time.Time) ([]Decision, error) {
+func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, treeLinks map[string][]string, policies map[string]Policy, now time.Time) ([]Decision, error) {
 	dir := filepath.Join(tree.Dir, filepath.FromSlash(series))
 	if !p.DryRun {
 		lock, err := LockSeries(ctx, dir)
@@ -292,18 +300,25 @@ func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, tree
 		}
 		defer lock.Unlock()
 	}
-	// Links are resolved now, under the lock: a publication may have moved
-	// one since the scan; the series' own links are listed again for the
-	// same reason.
+	// The series' own links are listed and resolved again, under the lock:
+	// a publication may have moved or added one since the scan. Links
+	// elsewhere in the tree are as the scan found them.
 	own, err := Links(dir)
 	if err != nil {
 		return nil, err
 	}
-	all := append([]string(nil), treeLinks...)
+	var names []string
 	for name := range own {
-		all = append(all, series+"/"+name)
+		names = append(names, series+"/"+name)
 	}
-	protected := resolveLinks(tree.Dir, dedupe(all))
+	protected := resolveLinks(tree.Dir, names)
+	for target, links := range treeLinks {
+		for _, l := range links {
+			if path.Dir(l) != series {
+				protected[target] = append(protected[target], l)
+			}
+		}
+	}
 	builds, err := ListBuilds(dir)
 	if err != nil {
 		return nil, err
@@ -415,17 +430,6 @@ func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, tree
 		}
 	}
 	return out, nil
-}
-
-func dedupe(list []string) []string {
-	sort.Strings(list)
-	out := list[:0]
-	for i, s := range list {
-		if i == 0 || s != list[i-1] {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func pointVerb(n int) string {
