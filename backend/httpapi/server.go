@@ -319,8 +319,6 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("job created", "job", job.ID, "user", job.User, "target", job.Target, "origin", job.Origin,
-		"image", job.Project+"/"+job.Repository+"/"+job.Arch+"/"+job.Package+"/"+job.Filename)
 	writeXML(w, xmlapi.Job(job))
 }
 
@@ -391,14 +389,10 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 		s.failStatus(w, r, http.StatusLengthRequired, "content length is required", nil)
 		return
 	}
-	start := time.Now()
 	if err := s.m.Receive(r.Context(), id, r.Body, r.ContentLength); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	d := time.Since(start)
-	s.log.Info("image received", "job", id, "bytes", r.ContentLength, "duration", d.Round(time.Millisecond),
-		"MiB/s", fmt.Sprintf("%.1f", float64(r.ContentLength)/(1<<20)/max(d.Seconds(), 1e-9)))
 	writeXML(w, xmlapi.OK())
 }
 
@@ -443,12 +437,10 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
-	start := time.Now()
 	if err := s.m.Kill(r.Context(), id); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("job killed", "job", id, "duration", time.Since(start).Round(time.Millisecond))
 	writeXML(w, xmlapi.OK())
 }
 
