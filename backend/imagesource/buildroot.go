@@ -85,24 +85,23 @@ func (b *BuildRoot) Stat(ctx context.Context, j cloudupload.Job) (int64, error) 
 	return fi.Size(), nil
 }
 
-// Fetch implements backend.Fetcher: it copies the image from offset on to
-// dst (positioned at offset) and returns the image's size.
+// Fetch implements backend.Fetcher: it copies the whole image into dst and
+// returns its size. It does not resume after offset: a local copy is cheap,
+// and the build tree may hold a rebuilt image by now, whose head would not
+// match what dst holds.
 func (b *BuildRoot) Fetch(ctx context.Context, j cloudupload.Job, dst *os.File, offset int64) (int64, error) {
-	f, fi, err := b.open(j)
+	f, _, err := b.open(j)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	if offset > fi.Size() {
-		return 0, cloudupload.Errorf(cloudupload.EINTERNAL, "the image became smaller while it was copied")
-	}
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return 0, &cloudupload.Error{Code: cloudupload.EINTERNAL, Message: "the image cannot be read", Err: err}
-	}
-	if _, err := dst.Seek(offset, io.SeekStart); err != nil {
+	if err := dst.Truncate(0); err != nil {
 		return 0, err
 	}
-	n := offset
+	if _, err := dst.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err

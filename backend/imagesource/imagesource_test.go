@@ -79,8 +79,9 @@ func TestBuildRoot(t *testing.T) {
 	if size, err := b.Stat(ctx, testJob); err != nil || size != int64(len(img)) {
 		t.Fatalf("Stat: %d, %v", size, err)
 	}
-	for _, offset := range []int{0, 1 << 20, len(img)} {
-		f := dstFile(t, img[:offset])
+	for _, offset := range []int{0, 1 << 20, len(img) + 5} {
+		// What dst holds may come from an older build: it is replaced.
+		f := dstFile(t, bytes.Repeat([]byte("z"), offset))
 		size, err := b.Fetch(ctx, testJob, f, int64(offset))
 		if err != nil || size != int64(len(img)) {
 			t.Fatalf("Fetch from %d: %d, %v", offset, size, err)
@@ -133,9 +134,10 @@ func TestBuildRoot(t *testing.T) {
 // "503".
 type imageServer struct {
 	*httptest.Server
-	mu     sync.Mutex
-	n      int
-	ranges []string
+	mu       sync.Mutex
+	n        int
+	ranges   []string
+	ifRanges []string
 }
 
 func newImageServer(t *testing.T, img []byte, behave func(n int) string) *imageServer {
@@ -151,7 +153,9 @@ func newImageServer(t *testing.T, img []byte, behave func(n int) string) *imageS
 		s.n++
 		n := s.n
 		s.ranges = append(s.ranges, r.Header.Get("Range"))
+		s.ifRanges = append(s.ifRanges, r.Header.Get("If-Range"))
 		s.mu.Unlock()
+		w.Header().Set("ETag", `"v1"`)
 		var start int64
 		if rg := r.Header.Get("Range"); rg != "" {
 			fmt.Sscanf(rg, "bytes=%d-", &start)
@@ -245,6 +249,12 @@ func TestRepServerResume(t *testing.T) {
 			if fmt.Sprint(s.ranges) != fmt.Sprint(c.wantRanges) {
 				t.Errorf("ranges %q, want %q", s.ranges, c.wantRanges)
 			}
+			// Resumes are conditional on the image being unchanged.
+			for i, rg := range s.ranges {
+				if rg != "" && s.ifRanges[i] != `"v1"` {
+					t.Errorf("request %d: Range %q without If-Range (%q)", i+1, rg, s.ifRanges[i])
+				}
+			}
 		})
 	}
 }
@@ -253,8 +263,10 @@ func TestRepServerResumeFromOffset(t *testing.T) {
 	img := content(1 << 20)
 	s := newImageServer(t, img, func(int) string { return "ok" })
 	r := newRep(t, s.URL)
+	job := testJob
+	job.Size = int64(len(img)) // as Stat found it when the job was created
 	f := dstFile(t, img[:1000])
-	if size, err := r.Fetch(context.Background(), testJob, f, 1000); err != nil || size != int64(len(img)) {
+	if size, err := r.Fetch(context.Background(), job, f, 1000); err != nil || size != int64(len(img)) {
 		t.Fatalf("Fetch: %d, %v", size, err)
 	}
 	if !bytes.Equal(fileContent(t, f), img) || s.ranges[0] != "bytes=1000-" {
@@ -262,8 +274,31 @@ func TestRepServerResumeFromOffset(t *testing.T) {
 	}
 	// Already complete: the server answers 416 and the image is done.
 	f = dstFile(t, img)
-	if size, err := r.Fetch(context.Background(), testJob, f, int64(len(img))); err != nil || size != int64(len(img)) {
+	if size, err := r.Fetch(context.Background(), job, f, int64(len(img))); err != nil || size != int64(len(img)) {
 		t.Errorf("complete image: %d, %v", size, err)
+	}
+
+	// The image changed size since the job was created: what dst holds
+	// belongs to the old one, so the download starts again.
+	s.ranges = nil
+	old := job
+	old.Size = 999
+	f = dstFile(t, []byte("old image head"))
+	if size, err := r.Fetch(context.Background(), old, f, 14); err != nil || size != int64(len(img)) {
+		t.Fatalf("changed image: %d, %v", size, err)
+	}
+	if !bytes.Equal(fileContent(t, f), img) || fmt.Sprint(s.ranges) != `[bytes=14- ]` {
+		t.Errorf("changed image: content differs or ranges %q", s.ranges)
+	}
+
+	// Without a known size there is nothing to check a resume against.
+	s.ranges = nil
+	f = dstFile(t, []byte("unknown head"))
+	if size, err := r.Fetch(context.Background(), testJob, f, 12); err != nil || size != int64(len(img)) {
+		t.Fatalf("unknown size: %d, %v", size, err)
+	}
+	if !bytes.Equal(fileContent(t, f), img) || fmt.Sprint(s.ranges) != `[]` {
+		t.Errorf("unknown size: content differs or ranges %q", s.ranges)
 	}
 }
 

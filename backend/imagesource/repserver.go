@@ -153,10 +153,22 @@ func (r *RepServer) Fetch(ctx context.Context, j cloudupload.Job, dst *os.File, 
 		retries = 5
 	}
 	failures := 0
+	// A resume after a restart is only trusted when the image still has the
+	// size it had when the job was created; within this call, If-Range
+	// with the first answer's validator guards against a changed image.
+	st := &transfer{wantTotal: -1}
+	if offset > 0 && j.Size > 0 {
+		st.wantTotal = j.Size
+	} else if offset > 0 {
+		if err := dst.Truncate(0); err != nil {
+			return 0, err
+		}
+		offset = 0
+	}
 	for {
 		start := offset
 		var size int64
-		offset, size, err = r.attempt(ctx, u, j, dst, offset)
+		offset, size, err = r.attempt(ctx, u, j, dst, offset, st)
 		if err == nil {
 			return size, nil
 		}
@@ -189,9 +201,23 @@ func (r *RepServer) Fetch(ctx context.Context, j cloudupload.Job, dst *os.File, 
 	}
 }
 
+// transfer is what one Fetch learnt about the image across attempts.
+type transfer struct {
+	validator string // ETag (strong) or Last-Modified of the first answer, for If-Range
+	wantTotal int64  // the size a resumed image must have, -1 when unknown
+}
+
+// restart empties dst: the download starts again from the beginning.
+func restart(dst *os.File) error {
+	if err := dst.Truncate(0); err != nil {
+		return permanent{err}
+	}
+	return nil
+}
+
 // attempt runs one GET from offset on and returns the new offset and, when
 // the image is complete, its size.
-func (r *RepServer) attempt(ctx context.Context, u string, j cloudupload.Job, dst *os.File, offset int64) (int64, int64, error) {
+func (r *RepServer) attempt(ctx context.Context, u string, j cloudupload.Job, dst *os.File, offset int64, st *transfer) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	idle := r.idle()
@@ -203,6 +229,9 @@ func (r *RepServer) attempt(ctx context.Context, u string, j cloudupload.Job, ds
 	}
 	if offset > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+		if st.validator != "" {
+			req.Header.Set("If-Range", st.validator)
+		}
 	}
 	resp, err := r.Client.Do(req)
 	if err != nil {
@@ -216,30 +245,36 @@ func (r *RepServer) attempt(ctx context.Context, u string, j cloudupload.Job, ds
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		if offset > 0 {
-			// Range ignored: start again from the beginning.
-			if err := dst.Truncate(0); err != nil {
-				return offset, 0, permanent{err}
+			// Range ignored, or the image changed (If-Range): start
+			// again from the beginning.
+			if err := restart(dst); err != nil {
+				return offset, 0, err
 			}
 			offset = 0
 		}
 		total = resp.ContentLength
 	case resp.StatusCode == http.StatusPartialContent && offset > 0:
 		first, _, t, err := parseContentRange(resp.Header.Get("Content-Range"))
-		if err != nil || first != offset {
-			// Not the part asked for: start again from the beginning.
-			if err := dst.Truncate(0); err != nil {
-				return offset, 0, permanent{err}
+		switch {
+		case err != nil || first != offset:
+			if err := restart(dst); err != nil {
+				return offset, 0, err
 			}
 			return 0, 0, cloudupload.Errorf(cloudupload.EINTERNAL, "the repository server sent the wrong part of the image")
+		case st.wantTotal >= 0 && t != st.wantTotal:
+			if err := restart(dst); err != nil {
+				return offset, 0, err
+			}
+			return 0, 0, cloudupload.Errorf(cloudupload.EINTERNAL, "the image changed on the repository server")
 		}
 		total = t
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && offset > 0:
 		// Asked for what follows the end: complete when the size agrees.
-		if _, _, t, err := parseContentRange(resp.Header.Get("Content-Range")); err == nil && t == offset {
+		if _, _, t, err := parseContentRange(resp.Header.Get("Content-Range")); err == nil && t == offset && (st.wantTotal < 0 || t == st.wantTotal) {
 			return offset, offset, nil
 		}
-		if err := dst.Truncate(0); err != nil {
-			return offset, 0, permanent{err}
+		if err := restart(dst); err != nil {
+			return offset, 0, err
 		}
 		return 0, 0, cloudupload.Errorf(cloudupload.EINTERNAL, "the repository server refused to resume")
 	case resp.StatusCode == http.StatusNotFound:
@@ -248,6 +283,17 @@ func (r *RepServer) attempt(ctx context.Context, u string, j cloudupload.Job, ds
 		return offset, 0, statusError(resp)
 	default:
 		return offset, 0, permanent{statusError(resp)}
+	}
+	if st.validator == "" {
+		if et := resp.Header.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+			st.validator = et
+		} else if lm := resp.Header.Get("Last-Modified"); lm != "" {
+			st.validator = lm
+		}
+	}
+	// Once an image's size is known, every later answer must agree.
+	if total >= 0 && st.wantTotal < 0 {
+		st.wantTotal = total
 	}
 	if _, err := dst.Seek(offset, io.SeekStart); err != nil {
 		return offset, 0, permanent{err}
