@@ -20,10 +20,13 @@ import (
 // GET <URL>/build/<project>/<repository>/<arch>/<package>/<filename>.
 // The download streams to the job's file; it has no overall time limit, but
 // a connection that brings no byte for IdleTimeout is dropped. After a
-// dropped connection the download resumes with a Range request (a server
-// that ignores Range is read again from the start), with growing pauses,
-// until Retries attempts in a row brought no data; then it fails with a
-// reason for people.
+// dropped connection the download resumes with a Range request, guarded by
+// If-Range with the first answer's ETag or Last-Modified (a server that
+// ignores Range, or an image that changed, is read again from the start),
+// with growing pauses, until Retries attempts in a row brought no data; then
+// it fails with a reason for people. A Fetch that starts with part of the
+// image already on disk (after a daemon restart) resumes only when the
+// image still has the size recorded in the job; otherwise it starts over.
 type RepServer struct {
 	base        *url.URL
 	Client      *http.Client  // default: a client without overall timeout
