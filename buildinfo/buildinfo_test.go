@@ -95,6 +95,17 @@ func TestVectors(t *testing.T) {
 			if got := fileInfo(bi, v.Filename); !reflect.DeepEqual(got, want.FileInfo) {
 				t.Errorf("file info for %q: %v, want %v", v.Filename, got, want.FileInfo)
 			}
+			// Recommendations given only as notes.
+			switch v.Name {
+			case "format_version_value_not_validated":
+				if len(bi.Warnings()) == 0 {
+					t.Error("unknown Format-Version accepted without a warning")
+				}
+			case "license_type_value_not_validated":
+				if bi.Open(v.Filename) || len(bi.Warnings()) == 0 {
+					t.Error("License-Type weird not treated as protected with a warning")
+				}
+			}
 			roundTrip(t, []byte(v.Content))
 		})
 	}
