@@ -30,7 +30,7 @@ const (
 // unfinished multipart upload are always removed.
 func (r *run) importSnapshot(ctx context.Context, size int64) (snap string, err error) {
 	bucket := r.d.S3Bucket
-	key := fmt.Sprintf("cloudupload/%s-%d/%s.raw", r.token, time.Now().UnixNano(), r.job.Filename)
+	key := fmt.Sprintf("cloudupload/job-%s-%s-%d/disk.raw", r.job.ID, r.token[:12], time.Now().UnixNano())
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
