@@ -306,7 +306,6 @@ func BenchmarkPutImage(b *testing.B) {
 	var tiny []time.Duration
 	n := 0
 	for b.Loop() {
-		disk += diskBaseline(b, b.TempDir(), big)
 		p := startProcess(b, bin)
 		t0 := time.Now()
 		name, answered := submitPut(b, p.url, "bench", big, io.LimitReader(pattern{}, big))
@@ -316,6 +315,7 @@ func BenchmarkPutImage(b *testing.B) {
 			b.Fatalf("job %s %s", name, state)
 		}
 		doneLat += done.Sub(answered)
+		disk += diskBaseline(b, b.TempDir(), big)
 		hwmBig = max(hwmBig, p.vmHWM(b))
 
 		q := startProcess(b, bin)
