@@ -386,7 +386,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 			s.fail(w, r, err)
 			return
 		}
-		s.failStatus(w, r, http.StatusLengthRequired, "content length is required", nil)
+		s.failStatus(w, r, http.StatusLengthRequired, "content length is required")
 		return
 	}
 	if err := s.m.Receive(r.Context(), id, r.Body, r.ContentLength); err != nil {
@@ -480,7 +480,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if code == cloudupload.EINTERNAL {
 		summary = "internal error"
 	}
-	s.failStatus(w, r, status, summary, err)
+	s.failStatus(w, r, status, summary)
 }
 
 // failStatus writes the <status> document with summary as the status line's
@@ -488,7 +488,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // the standard reason phrase, so on HTTP/1.x the connection is taken over to
 // write the response by hand (and then closed); elsewhere (HTTP/2, tests
 // with a recorder) the standard phrase is used.
-func (s *Server) failStatus(w http.ResponseWriter, r *http.Request, status int, summary string, _ error) {
+func (s *Server) failStatus(w http.ResponseWriter, r *http.Request, status int, summary string) {
 	doc := xmlapi.Status(status, summary)
 	if rec, ok := w.(*recorder); ok {
 		rec.setStatus(status)
