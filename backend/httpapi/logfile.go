@@ -57,8 +57,17 @@ func (s *Server) logFile(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
-	f, err := os.Open(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	f, err := openLog(path)
+	if f == nil && err == nil {
+		// The job may have ended and its log moved since it was read.
+		if j, jerr := s.m.Get(id); jerr == nil && j.State != job.State {
+			job = j
+			if path, err = s.m.LogPath(id); err == nil {
+				f, err = openLog(path)
+			}
+		}
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -129,7 +138,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, id int64, path s
 			if p, err := s.m.LogPath(id); err == nil {
 				path = p
 			}
-			if f, err = os.Open(path); err == nil {
+			if f, _ = openLog(path); f != nil {
 				defer f.Close()
 			}
 		}
@@ -197,4 +206,13 @@ func parseOffset(name string, v []string, negative bool) (int64, error) {
 		n = -n
 	}
 	return n, nil
+}
+
+// openLog opens a job log; a log that does not exist (yet) is (nil, nil).
+func openLog(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return f, err
 }
