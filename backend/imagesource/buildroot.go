@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 
 	"github.com/cloudupload/cloudupload"
 )
@@ -34,7 +35,11 @@ func NewBuildRoot(dir string) (*BuildRoot, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("build root %s is not a directory", dir)
 	}
-	return &BuildRoot{dir: dir}, nil
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("build root: %w", err)
+	}
+	return &BuildRoot{dir: abs}, nil
 }
 
 // open opens the image of j and checks it is a regular file.
