@@ -166,6 +166,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.ln) }()
 	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String())
+	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
+		log.Warn("listening beyond loopback without --token-file: whoever reaches this address can create and kill jobs")
+	}
 	return nil
 }
 
