@@ -215,6 +215,14 @@ func isAlnum(c byte) bool {
 // upload runs one job: argv is OBS's.
 func upload(ctx context.Context, args []string, opts Options) int {
 	start := time.Now()
+	// SIGTERM/SIGINT (or ctx) cancel the upload; the target cleans up;
+	// later signals are ignored while it does.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, opts.Signals...)
+	defer signal.Stop(sigs)
+	var stopSignal os.Signal
 	user, targetName, imagePath, dataPath, filename, resultPath := args[0], args[1], args[2], args[3], args[4], args[5]
 	log := targets.NewLog(opts.Stdout)
 	fail := func(code int, err error) int {
@@ -245,15 +253,16 @@ func upload(ctx context.Context, args []string, opts Options) int {
 		return fail(code, fmt.Errorf("invalid target data: %w", err))
 	}
 
-	// From here on, SIGTERM/SIGINT (or ctx) cancel the upload; the target
-	// cleans up; later signals are ignored while it does.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, opts.Signals...)
-	defer signal.Stop(sigs)
-	var stopSignal os.Signal
-
+	// A signal before the upload starts ends the job at once.
+	select {
+	case sig := <-sigs:
+		log.Printf("received %s before the upload started", sig)
+		return killed(log, resultPath, sig, start)
+	default:
+	}
+	if ctx.Err() != nil {
+		return killed(log, resultPath, syscall.SIGTERM, start)
+	}
 	log.Printf("job %s: %s to %s for user %s", job.ID, jobName(job), target.Name(), user)
 	img, err := image.Open(imagePath, filename)
 	if err != nil {

@@ -429,3 +429,16 @@ func TestStuckCleanupIsBounded(t *testing.T) {
 		t.Errorf("result %q", got)
 	}
 }
+
+func TestKilledBeforeStart(t *testing.T) {
+	args, dir, _ := setup(t, "block")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := runMain(t, ctx, nil, "", args...)
+	if r.code != ExitKilled || strings.Contains(r.stdout, "fake: job") {
+		t.Errorf("exit %d, log:\n%s", r.code, r.stdout)
+	}
+	if got := readResult(t, dir); got != "killed" {
+		t.Errorf("result %q", got)
+	}
+}
