@@ -53,18 +53,18 @@ var (
 // It lives until the test binary exits (Pdeathsig, and TestMain kills it).
 func versity(tb testing.TB) *server {
 	tb.Helper()
-	versityOnce.Do(func() { versitySrv, versityErr = startVersity() })
+	versityOnce.Do(func() {
+		var stop func()
+		versitySrv, stop, versityErr = startVersity("")
+		versityStop = stop
+	})
 	if versityErr != nil {
 		tb.Fatal(versityErr)
 	}
 	return versitySrv
 }
 
-var (
-	versityCmd    *exec.Cmd
-	versityExited chan struct{}
-	versityRoot   string
-)
+var versityStop func()
 
 func findVersity() (string, error) {
 	if p, err := exec.LookPath("versitygw"); err == nil {
@@ -88,42 +88,49 @@ func findVersity() (string, error) {
 	return "", fmt.Errorf("versitygw not found on PATH, in GOBIN or GOPATH/bin: install it with `%s` (S3 tests must not be skipped)", VersitygwInstall)
 }
 
-func startVersity() (*server, error) {
+// startVersity starts versitygw storing its buckets in a new directory
+// below parent (the default temporary directory when ""); stop kills it and
+// removes the directory.
+func startVersity(parent string) (s *server, stop func(), err error) {
 	bin, err := findVersity()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	root, err := os.MkdirTemp("", "s3test-versitygw-")
+	root, err := os.MkdirTemp(parent, "s3test-versitygw-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	versityRoot = root
 	var lastErr error
 	for range 5 {
 		port, err := freePort()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		cmd := exec.Command(bin, "--port", addr, "--quiet", "posix", root)
+		cmd := exec.Command(bin, "--port", addr, "--quiet", "--keep-alive", "posix", root)
 		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+testAccess, "ROOT_SECRET_ACCESS_KEY="+testSecret)
 		var out strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start versitygw: %w", err)
+			os.RemoveAll(root)
+			return nil, nil, fmt.Errorf("start versitygw: %w", err)
 		}
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
 		if lastErr = waitTCP(addr, exited); lastErr == nil {
-			versityCmd, versityExited = cmd, exited
-			url := "http://" + addr
-			return newServer("versitygw", url, testAccess, testSecret), nil
+			stop := func() {
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				<-exited
+				os.RemoveAll(root)
+			}
+			return newServer("versitygw", "http://"+addr, testAccess, testSecret), stop, nil
 		}
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		lastErr = fmt.Errorf("%v: %s", lastErr, out.String())
 	}
-	return nil, fmt.Errorf("versitygw did not come up: %w", lastErr)
+	os.RemoveAll(root)
+	return nil, nil, fmt.Errorf("versitygw did not come up: %w", lastErr)
 }
 
 func waitTCP(addr string, exited <-chan struct{}) error {
@@ -226,12 +233,8 @@ func TestMain(m *testing.M) {
 		return
 	}
 	code := m.Run()
-	if versityCmd != nil {
-		syscall.Kill(-versityCmd.Process.Pid, syscall.SIGKILL)
-		<-versityExited
-	}
-	if versityRoot != "" {
-		os.RemoveAll(versityRoot)
+	if versityStop != nil {
+		versityStop()
 	}
 	os.Exit(code)
 }

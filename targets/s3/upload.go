@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -106,14 +109,17 @@ func (u *uploader) put(ctx context.Context, o *object) (sum [sha256.Size]byte, e
 	if o.size > maxObject {
 		return sum, cloudupload.Errorf(cloudupload.EINVALID, "the image is %s; S3 objects are at most 5 TiB", targets.MiB(o.size))
 	}
-	if sum, err = u.checksum(ctx, o); err != nil {
+	ps := u.partSizeFor(o.size)
+	multi := o.size >= ps
+	var partSums [][sha256.Size]byte
+	if sum, partSums, err = u.checksum(ctx, o, multi, ps); err != nil {
 		return sum, err
 	}
 	meta := map[string]string{metaSHA256: hex.EncodeToString(sum[:]), metaJob: o.owner}
-	if o.size < u.partSizeFor(o.size) {
-		err = u.single(ctx, o, sum, meta)
+	if multi {
+		err = u.multipart(ctx, o, sum, partSums, meta)
 	} else {
-		err = u.multipart(ctx, o, sum, meta)
+		err = u.single(ctx, o, sum, meta)
 	}
 	if err != nil {
 		u.removeIfOurs(ctx, o)
@@ -122,16 +128,36 @@ func (u *uploader) put(ctx context.Context, o *object) (sum [sha256.Size]byte, e
 	return sum, nil
 }
 
-// checksum reads the whole source once and returns its SHA-256.
-func (u *uploader) checksum(ctx context.Context, o *object) (sum [sha256.Size]byte, err error) {
+// checksum reads the whole source once and returns its SHA-256. For a
+// plain file sent in parts it also returns each part's SHA-256, computed
+// alongside by other goroutines (the whole-file hash is sequential and
+// keeps one core busy; the parts' hashes use the others while the network
+// is idle), so the upload itself hashes nothing.
+func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64) (sum [sha256.Size]byte, partSums [][sha256.Size]byte, err error) {
 	defer u.log.Step("checksum %s", targets.MiB(o.size))()
 	var r io.Reader
 	if o.file != nil {
 		r = io.NewSectionReader(o.file, 0, o.size)
+		if multi {
+			ctx2, cancel := context.WithCancelCause(ctx)
+			defer cancel(nil)
+			var wg sync.WaitGroup
+			defer func() {
+				if err != nil {
+					cancel(err)
+				}
+				wg.Wait()
+				if err == nil {
+					err = context.Cause(ctx2)
+				}
+			}()
+			partSums = u.hashParts(ctx2, cancel, &wg, o, ps)
+			ctx = ctx2
+		}
 	} else {
 		rc, err := o.open(ctx)
 		if err != nil {
-			return sum, fmt.Errorf("open image: %w", err)
+			return sum, nil, fmt.Errorf("open image: %w", err)
 		}
 		defer rc.Close()
 		r = rc
@@ -141,8 +167,8 @@ func (u *uploader) checksum(ctx context.Context, o *object) (sum [sha256.Size]by
 	buf := make([]byte, hashBuffer)
 	var n int64
 	for {
-		if err := ctx.Err(); err != nil {
-			return sum, fmt.Errorf("checksum: %w", err)
+		if ctx.Err() != nil {
+			return sum, nil, fmt.Errorf("checksum: %w", context.Cause(ctx))
 		}
 		m, err := r.Read(buf)
 		h.Write(buf[:m])
@@ -151,14 +177,39 @@ func (u *uploader) checksum(ctx context.Context, o *object) (sum [sha256.Size]by
 		if err == io.EOF {
 			break
 		} else if err != nil {
-			return sum, fmt.Errorf("read image: %w", err)
+			return sum, nil, fmt.Errorf("read image: %w", err)
 		}
 	}
 	if n != o.size {
-		return sum, fmt.Errorf("read image: %d bytes, expected %d", n, o.size)
+		return sum, nil, fmt.Errorf("read image: %d bytes, expected %d", n, o.size)
 	}
 	copy(sum[:], h.Sum(nil))
-	return sum, nil
+	return sum, partSums, nil
+}
+
+// hashParts starts goroutines (one per spare core) that hash the parts of a
+// plain file. wg ends when they are done; a read error cancels ctx.
+func (u *uploader) hashParts(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, o *object, ps int64) [][sha256.Size]byte {
+	nparts := int((o.size + ps - 1) / ps)
+	sums := make([][sha256.Size]byte, nparts)
+	var next atomic.Int64
+	for range max(1, min(runtime.NumCPU()-1, u.workers())) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, hashBuffer)
+			for n := int(next.Add(1) - 1); n < nparts && ctx.Err() == nil; n = int(next.Add(1) - 1) {
+				off := int64(n) * ps
+				h := sha256.New()
+				if _, err := io.CopyBuffer(h, io.NewSectionReader(o.file, off, min(ps, o.size-off)), buf); err != nil {
+					cancel(fmt.Errorf("read image: %w", err))
+					return
+				}
+				h.Sum(sums[n][:0])
+			}
+		}()
+	}
+	return sums
 }
 
 func (u *uploader) single(ctx context.Context, o *object, sum [sha256.Size]byte, meta map[string]string) error {
@@ -182,7 +233,7 @@ func (u *uploader) single(ctx context.Context, o *object, sum [sha256.Size]byte,
 		Metadata:       meta,
 	}
 	o.apply(&in.ContentType, &in.StorageClass, &in.Tagging, &in.ACL)
-	if _, err := u.api.PutObject(ctx, in); err != nil {
+	if _, err := u.api.PutObject(ctx, in, unsignedPayload); err != nil {
 		return s3Error(fmt.Sprintf("upload s3://%s/%s", o.bucket, o.key), err)
 	}
 	return nil
@@ -223,7 +274,7 @@ type part struct {
 	buf []byte
 }
 
-func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]byte, meta map[string]string) (err error) {
+func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]byte, partSums [][sha256.Size]byte, meta map[string]string) (err error) {
 	ps := u.partSizeFor(o.size)
 	nparts := int((o.size + ps - 1) / ps)
 	workers := u.workers()
@@ -267,16 +318,20 @@ func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]by
 				off := int64(p.n) * ps
 				size := min(ps, o.size-off)
 				var body io.ReadSeeker
+				var psum [sha256.Size]byte
 				if p.buf != nil {
-					body = bytes.NewReader(p.buf)
+					body, psum = bytes.NewReader(p.buf), sha256.Sum256(p.buf)
 				} else {
-					body = io.NewSectionReader(o.file, off, size)
+					body, psum = io.NewSectionReader(o.file, off, size), partSums[p.n]
 				}
+				// The part's SHA-256 goes in a signed header that S3
+				// checks; the payload itself is not hashed again for
+				// the signature.
 				out, err := u.api.UploadPart(ctx2, &s3.UploadPartInput{
 					Bucket: &o.bucket, Key: &o.key, UploadId: id,
 					PartNumber: aws.Int32(int32(p.n + 1)), Body: body, ContentLength: aws.Int64(size),
-					ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
-				})
+					ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(psum[:])),
+				}, unsignedPayload)
 				if p.buf != nil {
 					pool <- p.buf[:cap(p.buf)]
 				}
@@ -284,7 +339,8 @@ func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]by
 					fail(s3Error(fmt.Sprintf("upload part %d of s3://%s/%s", p.n+1, o.bucket, o.key), err))
 					continue // drain work so the producer never blocks
 				}
-				parts[p.n] = types.CompletedPart{PartNumber: aws.Int32(int32(p.n + 1)), ETag: out.ETag, ChecksumSHA256: out.ChecksumSHA256}
+				parts[p.n] = types.CompletedPart{PartNumber: aws.Int32(int32(p.n + 1)), ETag: out.ETag,
+					ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(psum[:]))}
 				progress.Add(size)
 			}
 		}()
@@ -358,6 +414,13 @@ func (u *uploader) stream(ctx context.Context, o *object, sum [sha256.Size]byte,
 		}
 	}
 	return nil
+}
+
+// unsignedPayload makes a request sign "UNSIGNED-PAYLOAD" instead of the
+// body's SHA-256 (which plain-HTTP requests would otherwise hash again):
+// the body is protected by its signed x-amz-checksum-sha256 header instead.
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }
 
 // abort aborts a multipart upload with a fresh context (ctx may be the

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/cloudupload/cloudupload/targets"
@@ -224,6 +226,25 @@ func testServer(t *testing.T, s *server) {
 		s.checkEmpty(t, bucket)
 	})
 
+	// moto stores part checksums without checking them.
+	verifies := s.name == "versitygw"
+	t.Run("corrupt-part", func(t *testing.T) {
+		if !verifies {
+			return
+		}
+		// A part whose bytes do not match its SHA-256 is refused by
+		// the server (the checksum is checked, not only stored), and
+		// the upload leaves nothing.
+		bucket := s.bucket(t)
+		img := writeImage(t, "disk.raw", testData(3*testPart, 13))
+		pub, _ := newPublisher(t, &hooked{client: s.api, corruptPart: 2})
+		_, err := pub.publish(ctx, img, testJob("disk.raw"), testPlan(t, testJob("disk.raw"), bucket, "", now), now)
+		if err == nil || !strings.Contains(err.Error(), "upload part 2") {
+			t.Fatalf("got %v, want part 2 refused for its checksum", err)
+		}
+		s.checkEmpty(t, bucket)
+	})
+
 	t.Run("lost-completion", func(t *testing.T) {
 		// S3 completed the object but its answer never arrived: the
 		// object is ours (metadata) and is removed.
@@ -260,6 +281,7 @@ type hooked struct {
 	client
 	afterPart      func(part int32)
 	failPart       int32
+	corruptPart    int32 // sent with the SHA-256 of other bytes
 	loseCompletion bool
 	failPointer    bool
 }
@@ -267,6 +289,12 @@ type hooked struct {
 func (h *hooked) UploadPart(ctx context.Context, in *s3.UploadPartInput, opt ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
 	if *in.PartNumber == h.failPart {
 		return nil, errors.New("injected failure")
+	}
+	if *in.PartNumber == h.corruptPart {
+		c := *in
+		sum := sha256.Sum256([]byte("other bytes"))
+		c.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(sum[:]))
+		in = &c
 	}
 	out, err := h.client.UploadPart(ctx, in, opt...)
 	if h.afterPart != nil {
