@@ -13,7 +13,8 @@
 //	raw.zst      .raw.zst, .img.zst
 //	vhdfixed     .vhdfixed, .vhd    raw disk + 512-byte fixed VHD footer
 //	vhdfixed.xz  .vhdfixed.xz, .vhd.xz (and .gz, .zst)
-//	qcow2        .qcow2             v2/v3, no backing file, no encryption
+//	qcow2        .qcow2             v2/v3, deflate or zstd compressed clusters;
+//	                                no backing file, encryption, data file
 //	""           anything else: not a disk; OpenDisk gives the file as is
 //
 // A name "says nothing" when it has no alphabetic extension (e.g. "disk" or

@@ -80,6 +80,7 @@ func FuzzQcow2(f *testing.F) {
 	copy(disk[1024:], disk[:1024]) // data in the first clusters
 	f.Add(qcow2Writer{version: 3, clusterBits: 9, compress: true, zeroFlag: true}.build(disk))
 	f.Add(qcow2Writer{version: 2, clusterBits: 9}.build(disk[:2048]))
+	f.Add(qcow2Writer{version: 3, clusterBits: 9, compress: true, zstd: true}.build(disk[:4096]))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		q, err := parseQcow2(bytes.NewReader(b), int64(len(b)))
 		if err != nil {

@@ -87,6 +87,8 @@ func open(path, filename string, o options) (*img, error) {
 	}
 	im.container, im.comp = container, comp
 	if container == "" {
+		im.comp = ""
+		im.streamSize = im.fileSize // published as is
 		return im, nil
 	}
 	switch comp {
@@ -244,7 +246,11 @@ func (im *img) OpenDisk(ctx context.Context) (io.ReadCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open image %s: %w", im.name, unwrapPath(err))
 		}
-		return &readCloser{Reader: &ctxReader{ctx: ctx, r: newQcow2Reader(im.qcow, f, im.name)}, close: f.Close}, nil
+		z := newQcow2Reader(im.qcow, f, im.name)
+		return &readCloser{Reader: &ctxReader{ctx: ctx, r: z}, close: func() error {
+			z.Close()
+			return f.Close()
+		}}, nil
 	case im.comp == "" && im.container != "":
 		f, err := os.Open(im.path)
 		if err != nil {

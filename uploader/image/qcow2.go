@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // qcow2 (QEMU's docs/interop/qcow2.txt): a big-endian header, a one-level
 // L1 table of L2 table offsets, and L2 tables mapping each guest cluster to
-// a host cluster (standard), to compressed data (deflate), or to nothing
-// (reads as zeros, since backing files are refused).
+// a host cluster (standard), to compressed data (raw deflate, or zstd when
+// the header says so), or to nothing (reads as zeros, since backing files
+// are refused).
 
 const (
 	qcow2Magic        = "QFI\xfb"
@@ -22,12 +25,13 @@ const (
 	qcow2MaxL1Bytes   = 32 << 20
 	qcow2MaxSize      = 1 << 55 // what an L2 entry can address
 	qcow2V3HeaderSize = 104
+	qcow2HeaderRead   = 112 // with the compression type (byte 104) and padding
 
-	qcow2IncompatDirty      = 1 << 0
-	qcow2IncompatCorrupt    = 1 << 1
-	qcow2IncompatDataFile   = 1 << 2
-	qcow2IncompatCompressio = 1 << 3
-	qcow2IncompatExtendedL2 = 1 << 4
+	qcow2IncompatDirty       = 1 << 0
+	qcow2IncompatCorrupt     = 1 << 1
+	qcow2IncompatDataFile    = 1 << 2
+	qcow2IncompatCompression = 1 << 3
+	qcow2IncompatExtendedL2  = 1 << 4
 )
 
 // qcow2 is a parsed qcow2 image: its header and L1 table.
@@ -37,11 +41,12 @@ type qcow2 struct {
 	clusterSize int64
 	l1          []uint64
 	fileSize    int64
+	zstd        bool // compressed clusters are zstd frames, not deflate
 }
 
 // parseQcow2 reads and checks the header and the L1 table.
 func parseQcow2(r io.ReaderAt, fileSize int64) (*qcow2, error) {
-	h := make([]byte, qcow2V3HeaderSize)
+	h := make([]byte, qcow2HeaderRead)
 	n, err := r.ReadAt(h, 0)
 	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("read qcow2 header: %w", err)
@@ -70,13 +75,14 @@ func parseQcow2(r io.ReaderAt, fileSize int64) (*qcow2, error) {
 	return q, nil
 }
 
-// parseQcow2Header checks a qcow2 header (the first 104 bytes, or fewer for
-// version 2) and returns the image with where its L1 table is.
+// parseQcow2Header checks a qcow2 header (the first 112 bytes, or fewer for
+// a short file) and returns the image with where its L1 table is.
 func parseQcow2Header(h []byte, fileSize int64) (q *qcow2, l1Offset int64, l1Size int, err error) {
 	if len(h) < 72 || string(h[:4]) != qcow2Magic {
 		return nil, 0, 0, errors.New("not a qcow2 file")
 	}
 	be := binary.BigEndian
+	zstdClusters := false
 	version := be.Uint32(h[4:])
 	if version != 2 && version != 3 {
 		return nil, 0, 0, fmt.Errorf("qcow2 version %d is not supported (2 or 3)", version)
@@ -105,18 +111,30 @@ func parseQcow2Header(h []byte, fileSize int64) (q *qcow2, l1Offset int64, l1Siz
 			return nil, 0, 0, errors.New("the qcow2 image is marked corrupt (qemu-img check -r all)")
 		case incompat&qcow2IncompatDataFile != 0:
 			return nil, 0, 0, errors.New("the qcow2 image keeps its data in an external data file; convert it to a standalone image first")
-		case incompat&qcow2IncompatCompressio != 0:
-			return nil, 0, 0, errors.New("the qcow2 image uses a compression other than zlib; convert it with qemu-img convert -c -o compression_type=zlib")
 		case incompat&qcow2IncompatExtendedL2 != 0:
 			return nil, 0, 0, errors.New("the qcow2 image uses extended L2 entries (subclusters), which are not supported")
-		case incompat&^qcow2IncompatDirty != 0:
+		case incompat&^(qcow2IncompatDirty|qcow2IncompatCompression) != 0:
 			return nil, 0, 0, fmt.Errorf("the qcow2 image uses unknown incompatible features %#x", incompat)
 		}
-		if hl := be.Uint32(h[100:]); hl < qcow2V3HeaderSize {
+		hl := be.Uint32(h[100:])
+		if hl < qcow2V3HeaderSize {
 			return nil, 0, 0, fmt.Errorf("qcow2 header length %d is too short", hl)
 		}
+		if incompat&qcow2IncompatCompression != 0 {
+			// Byte 104: 0 zlib, 1 zstd.
+			if hl <= qcow2V3HeaderSize || len(h) <= qcow2V3HeaderSize {
+				return nil, 0, 0, errors.New("qcow2 header lacks the compression type its features announce")
+			}
+			switch ct := h[qcow2V3HeaderSize]; ct {
+			case 0:
+			case 1:
+				zstdClusters = true
+			default:
+				return nil, 0, 0, fmt.Errorf("qcow2 compression type %d is not supported (zlib or zstd)", ct)
+			}
+		}
 	}
-	q = &qcow2{size: int64(size), clusterBits: uint(clusterBits), clusterSize: 1 << clusterBits, fileSize: fileSize}
+	q = &qcow2{size: int64(size), clusterBits: uint(clusterBits), clusterSize: 1 << clusterBits, fileSize: fileSize, zstd: zstdClusters}
 	l1Size = int(be.Uint32(h[36:]))
 	l1Offset = int64(be.Uint64(h[40:]))
 	l2Entries := q.clusterSize / 8
@@ -150,7 +168,16 @@ type qcow2Reader struct {
 	data     []byte
 	comp     []byte
 	inflater io.ReadCloser
+	unzstd   *zstd.Decoder
 	rd       bytes.Reader
+}
+
+// Close releases the zstd decoder's goroutines, if any.
+func (z *qcow2Reader) Close() {
+	if z.unzstd != nil {
+		z.unzstd.Close()
+		z.unzstd = nil
+	}
 }
 
 func newQcow2Reader(q *qcow2, r io.ReaderAt, name string) *qcow2Reader {
@@ -298,14 +325,33 @@ func (z *qcow2Reader) loadCompressed(c int64, entry uint64) error {
 		z.data = make([]byte, cs)
 	}
 	z.rd.Reset(z.comp)
-	if z.inflater == nil {
-		z.inflater = flate.NewReader(&z.rd)
+	z.cluster = -1
+	// The data read may run past the compressed cluster (the size is in
+	// whole sectors): read exactly one cluster and ignore the rest, as
+	// qemu does.
+	if z.q.zstd {
+		if z.unzstd == nil {
+			d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
+			if err != nil {
+				return err
+			}
+			z.unzstd = d
+		}
+		if err := z.unzstd.Reset(&z.rd); err != nil {
+			return fmt.Errorf("qcow2 compressed cluster %d: zstd: %w", c, err)
+		}
+		if _, err := io.ReadFull(z.unzstd, z.data); err != nil {
+			return fmt.Errorf("qcow2 compressed cluster %d: zstd: %w", c, err)
+		}
 	} else {
-		z.inflater.(flate.Resetter).Reset(&z.rd, nil)
-	}
-	if _, err := io.ReadFull(z.inflater, z.data); err != nil {
-		z.cluster = -1
-		return fmt.Errorf("qcow2 compressed cluster %d: inflate: %w", c, err)
+		if z.inflater == nil {
+			z.inflater = flate.NewReader(&z.rd)
+		} else {
+			z.inflater.(flate.Resetter).Reset(&z.rd, nil)
+		}
+		if _, err := io.ReadFull(z.inflater, z.data); err != nil {
+			return fmt.Errorf("qcow2 compressed cluster %d: inflate: %w", c, err)
+		}
 	}
 	z.cluster = c
 	return nil

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
 	cloudupload "github.com/cloudupload/cloudupload"
 )
 
@@ -28,6 +30,7 @@ type qcow2Writer struct {
 	backing     string
 	incompat    uint64
 	crypt       uint32
+	zstd        bool // compress clusters with zstd (compression type 1)
 }
 
 func (w qcow2Writer) build(disk []byte) []byte {
@@ -96,9 +99,15 @@ func (w qcow2Writer) build(disk []byte) []byte {
 	x := 62 - (w.clusterBits - 8)
 	for _, c := range compressed {
 		var buf bytes.Buffer
-		fw, _ := flate.NewWriter(&buf, flate.BestSpeed)
-		fw.Write(cluster(c))
-		fw.Close()
+		if w.zstd {
+			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+			buf.Write(enc.EncodeAll(cluster(c), nil))
+			enc.Close()
+		} else {
+			fw, _ := flate.NewWriter(&buf, flate.BestSpeed)
+			fw.Write(cluster(c))
+			fw.Close()
+		}
 		off := next
 		n := int64(buf.Len())
 		grow(off + n)
@@ -139,9 +148,16 @@ func (w qcow2Writer) build(disk []byte) []byte {
 	binary.BigEndian.PutUint64(h[48:], uint64(rt))
 	binary.BigEndian.PutUint32(h[56:], 1)
 	if w.version == 3 {
-		binary.BigEndian.PutUint64(h[72:], w.incompat)
+		incompat := w.incompat
+		hl := uint32(qcow2V3HeaderSize)
+		if w.zstd {
+			incompat |= qcow2IncompatCompression
+			hl = qcow2HeaderRead
+			h[104] = 1
+		}
+		binary.BigEndian.PutUint64(h[72:], incompat)
 		binary.BigEndian.PutUint32(h[96:], 4)
-		binary.BigEndian.PutUint32(h[100:], qcow2V3HeaderSize)
+		binary.BigEndian.PutUint32(h[100:], hl)
 	}
 	return out
 }
@@ -154,6 +170,7 @@ func TestQcow2(t *testing.T) {
 		"v3-512-plain":      {version: 3, clusterBits: 9},
 		"v3-2m-compressed":  {version: 3, clusterBits: 21, compress: true},
 		"v3-dirty-readable": {version: 3, clusterBits: 16, incompat: qcow2IncompatDirty},
+		"v3-zstd":           {version: 3, clusterBits: 16, compress: true, zstd: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -180,7 +197,7 @@ func TestQcow2Refused(t *testing.T) {
 		"backing":    {qcow2Writer{version: 3, clusterBits: 16, backing: "base.qcow2"}, "backing file"},
 		"encrypted":  {qcow2Writer{version: 2, clusterBits: 16, crypt: 1}, "encrypted"},
 		"datafile":   {qcow2Writer{version: 3, clusterBits: 16, incompat: qcow2IncompatDataFile}, "external data file"},
-		"zstd":       {qcow2Writer{version: 3, clusterBits: 16, incompat: qcow2IncompatCompressio}, "compression other than zlib"},
+		"no-ctype":   {qcow2Writer{version: 3, clusterBits: 16, incompat: qcow2IncompatCompression}, "lacks the compression type"},
 		"extendedl2": {qcow2Writer{version: 3, clusterBits: 16, incompat: qcow2IncompatExtendedL2}, "extended L2"},
 		"corrupt":    {qcow2Writer{version: 3, clusterBits: 16, incompat: qcow2IncompatCorrupt}, "marked corrupt"},
 		"unknown":    {qcow2Writer{version: 3, clusterBits: 16, incompat: 1 << 40}, "unknown incompatible"},
@@ -267,6 +284,7 @@ func TestQcow2FromQemu(t *testing.T) {
 		"compressed": {"-c", "-O", "qcow2"},
 		"v2-small":   {"-O", "qcow2", "-o", "compat=0.10,cluster_size=4096"},
 		"v3-2m":      {"-c", "-O", "qcow2", "-o", "cluster_size=2M"},
+		"zstd":       {"-c", "-O", "qcow2", "-o", "compression_type=zstd"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := filepath.Join(dir, name+".qcow2")
@@ -281,5 +299,14 @@ func TestQcow2FromQemu(t *testing.T) {
 			}
 			checkDisk(t, im.(*img), disk, "qcow2")
 		})
+	}
+}
+
+func TestQcow2UnknownCompressionType(t *testing.T) {
+	b := qcow2Writer{version: 3, clusterBits: 16, compress: true, zstd: true}.build(rawDisk(256<<10, 13))
+	b[104] = 2
+	p := writeFile(t, t.TempDir(), "d.qcow2", b)
+	if _, err := Open(p, "d.qcow2"); err == nil || !strings.Contains(err.Error(), "compression type 2") {
+		t.Errorf("Open: %v", err)
 	}
 }
