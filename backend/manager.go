@@ -63,7 +63,7 @@ type Manager struct {
 	mu     sync.RWMutex
 	closed bool
 	jobs   map[int64]*entry
-	ids    []int64           // every job id, ascending
+	ids    []int64          // every job id, ascending
 	active map[int64]*entry // unfinished jobs
 
 	idMu   sync.Mutex
@@ -286,6 +286,10 @@ func (m *Manager) allocID() (int64, error) {
 	return id, nil
 }
 
+func errShuttingDown() error {
+	return cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+}
+
 // internal wraps an unexpected error for the API: the message is shown, the
 // cause is only logged.
 func internal(msg string, err error) error {
@@ -302,7 +306,7 @@ func internal(msg string, err error) error {
 // in the background.
 func (m *Manager) Create(ctx context.Context, job cloudupload.Job, data []byte) (cloudupload.Job, error) {
 	if !m.enter() {
-		return cloudupload.Job{}, cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+		return cloudupload.Job{}, errShuttingDown()
 	}
 	defer m.wg.Done()
 	if err := cloudupload.CheckJob(&job); err != nil {
@@ -539,10 +543,12 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	if err != nil {
 		return err
 	}
-	if !m.enter() {
-		return cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+	// Close does not wait for a PUT: its sender may stall in a read that
+	// nothing can interrupt. It cancels it, and the receive then leaves the
+	// job alone (the next Open fails it).
+	if m.ctx.Err() != nil {
+		return errShuttingDown()
 	}
-	defer m.wg.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(m.ctx, cancel)
@@ -581,7 +587,9 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 // sizeError is a body of the wrong length.
 type sizeError struct{ got, want int64 }
 
-func (e *sizeError) Error() string { return fmt.Sprintf("received %d bytes, expected %d", e.got, e.want) }
+func (e *sizeError) Error() string {
+	return fmt.Sprintf("received %d bytes, expected %d", e.got, e.want)
+}
 
 // readError is a failure to read the image from its source.
 type readError struct{ err error }
@@ -671,10 +679,10 @@ func (m *Manager) endReceive(e *entry, n int64, took time.Duration, rerr error) 
 	case j.State != cloudupload.StateReceiving || e.killing:
 		// Kill finishes the job.
 		return cloudupload.Errorf(cloudupload.ECONFLICT, "job was killed")
-	case rerr != nil && m.ctx.Err() != nil:
-		// Closing: the next Open redoes or fails the receive.
+	case m.ctx.Err() != nil:
+		// Closed: the next Open redoes or fails the receive.
 		log.Info("receiving image stopped: the server is shutting down")
-		return cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+		return errShuttingDown()
 	case rerr != nil:
 		reason := receiveReason(rerr)
 		log.Warn("receiving image failed", "reason", reason, "err", rerr)

@@ -204,7 +204,7 @@ func (m *Manager) Kill(ctx context.Context, id int64) error {
 		return err
 	}
 	if !m.enter() {
-		return cloudupload.Errorf(cloudupload.EINTERNAL, "the server is shutting down")
+		return errShuttingDown()
 	}
 	defer m.wg.Done()
 	e.wmu.Lock()
@@ -234,6 +234,9 @@ func (m *Manager) Kill(ctx context.Context, id int64) error {
 			case <-ctx.Done():
 				t.Stop()
 				return ctx.Err()
+			case <-m.ctx.Done():
+				t.Stop()
+				return errShuttingDown()
 			}
 			t.Stop()
 		}
@@ -261,6 +264,8 @@ func (m *Manager) Kill(ctx context.Context, id int64) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-m.ctx.Done():
+		return errShuttingDown()
 	}
 }
 
@@ -293,4 +298,3 @@ func (m *Manager) startKill(e *entry) {
 		}()
 	})
 }
-
