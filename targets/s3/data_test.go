@@ -79,9 +79,14 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCheckJobFields(t *testing.T) {
+	// The daemon validates before the job has an id or a file name.
+	if err := New().Check(targets.Job{Project: "p"}, []byte(withField(`"prefix":"{job}/{filename}"`)), nil); err != nil {
+		t.Fatalf("Check without job id and file name: %v", err)
+	}
+	// Upload renders the key with the real values and refuses empty ones.
 	job := testJob("x.raw")
 	job.Project = ""
-	err := New().Check(job, []byte(okData), nil)
+	_, err := makePlan(job, []byte(okData), time.Now())
 	if err == nil || !strings.Contains(err.Error(), "{project} is empty") {
 		t.Fatalf("got %v, want the empty {project} named", err)
 	}

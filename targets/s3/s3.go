@@ -49,7 +49,16 @@ func makePlan(job targets.Job, data []byte, now time.Time) (*plan, error) {
 	return &plan{cfg: c, key: key, latest: latest}, nil
 }
 
+// Check validates the data and the key it gives. The daemon validates before
+// the job has an id or a file name (and a job started by hand may lack other
+// fields): empty job fields stand in as "x" here, and Upload refuses to
+// render a key with an empty one.
 func (target) Check(job targets.Job, data []byte, getenv func(string) string) error {
+	for _, f := range []*string{&job.ID, &job.Project, &job.Repository, &job.Arch, &job.Package, &job.Filename} {
+		if *f == "" {
+			*f = "x"
+		}
+	}
 	_, err := makePlan(job, data, time.Now())
 	return err
 }
