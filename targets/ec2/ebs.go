@@ -85,7 +85,7 @@ func (w *blockWriter) writeBlocks(ctx context.Context, r io.Reader, size int64) 
 					cancel(err)
 				} else {
 					sent.Add(1)
-					w.done(b.n)
+					w.done(int64(b.n))
 				}
 				free <- b.buf
 			}
@@ -94,8 +94,27 @@ func (w *blockWriter) writeBlocks(ctx context.Context, r io.Reader, size int64) 
 
 	readErr := func() error {
 		defer close(work)
+		holes, _ := r.(dataSeeker)
 		var off int64
 		for index := int32(0); off < size; index++ {
+			if holes != nil {
+				next, err := holes.nextData(off)
+				if err != nil {
+					return fmt.Errorf("find data in disk: %w", err)
+				}
+				if skip := (next - off) / blockSize; skip > 0 {
+					stats.Skipped += skip
+					w.done(min(skip*blockSize, size-off))
+					index += int32(skip)
+					off += skip * blockSize
+					if err := holes.skipTo(off); err != nil {
+						return fmt.Errorf("skip hole in disk: %w", err)
+					}
+					if off >= size {
+						break
+					}
+				}
+			}
 			var buf []byte
 			select {
 			case buf = <-free:
@@ -116,7 +135,7 @@ func (w *blockWriter) writeBlocks(ctx context.Context, r io.Reader, size int64) 
 			off += int64(n)
 			if bytes.Equal(buf, zeroBlock) {
 				stats.Skipped++
-				w.done(n)
+				w.done(int64(n))
 				free <- buf
 				continue
 			}
@@ -191,8 +210,18 @@ func retryable(err error) bool {
 	return true // transport errors, truncated responses, SDK attempts exhausted on them
 }
 
-func (w *blockWriter) done(n int) {
+func (w *blockWriter) done(n int64) {
 	if w.progress != nil {
-		w.progress.Add(int64(n))
+		w.progress.Add(n)
 	}
+}
+
+// dataSeeker is implemented by disks that know where their holes are
+// (sparseFile): writeBlocks skips whole blocks of holes without reading them.
+type dataSeeker interface {
+	// nextData returns the offset of the first byte at or after off that
+	// may hold data, or the disk size when none does.
+	nextData(off int64) (int64, error)
+	// skipTo moves the read position forward to off.
+	skipTo(off int64) error
 }

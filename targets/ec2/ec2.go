@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
@@ -76,13 +77,7 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	}
 	req.Log.Printf("ec2: publishing %s as AMI %q in %s for %s (method %s, arch %s)", req.Job.Filename, d.AMIName, d.Region, d.ARN, d.Method, arch)
 	r := t.newRun(req, d, arch)
-	r.ebs = ebs.NewFromConfig(cfg, func(o *ebs.Options) {
-		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = 6
-			o.MaxBackoff = 20 * time.Second
-			o.RateLimiter = ratelimit.None // throttling is expected under load; never give up on a quota
-		})
-	})
+	r.ebs = newEBSClient(cfg)
 	ec2Opts := func(o *ec2.Options) {
 		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 6 })
 	}
@@ -125,3 +120,16 @@ func jobToken(job targets.Job, d *data, img targets.Image) string {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// newEBSClient is the EBS client of the upload: the SDK retries throttling,
+// 5xx and transport errors, without a client-side retry quota (throttling
+// is expected under load and must not make the upload give up).
+func newEBSClient(cfg aws.Config) *ebs.Client {
+	return ebs.NewFromConfig(cfg, func(o *ebs.Options) {
+		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = 6
+			o.MaxBackoff = 20 * time.Second
+			o.RateLimiter = ratelimit.None
+		})
+	})
+}

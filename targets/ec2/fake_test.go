@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -695,4 +697,76 @@ func (f *fakeS3) DeleteObject(_ context.Context, in *s3.DeleteObjectInput, _ ...
 	defer f.mu.Unlock()
 	delete(f.objects, aws.ToString(in.Key))
 	return &s3.DeleteObjectOutput{}, nil
+}
+
+// fileImage is a raw disk file, as image.Open would give for ".raw".
+type fileImage struct{ path string }
+
+func (f fileImage) Path() string   { return f.path }
+func (f fileImage) Format() string { return "raw" }
+func (f fileImage) DiskSize(context.Context) (int64, error) {
+	fi, err := os.Stat(f.path)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+func (f fileImage) OpenDisk(context.Context) (io.ReadCloser, error) { return os.Open(f.path) }
+
+func TestSparseRaw(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sparse.raw")
+	file, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := int64(40*blockSize + 4096)
+	if err := file.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{2*blockSize + 100, 17*blockSize + blockSize - 1, 30 * blockSize, 40 * blockSize} {
+		if _, err := file.WriteAt([]byte("data"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// an allocated block of zeros
+	if _, err := file.WriteAt(make([]byte, blockSize), 25*blockSize); err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+	disk, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if openSparse(path, size) == nil {
+		t.Skip("this file system does not report holes (SEEK_DATA)") // e.g. some overlay set-ups
+	}
+	r, w := fakeRun(t, `{`+fakeBase+`}`, nil)
+	r.img = fileImage{path}
+	if _, err := r.publish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("log:\n%s", w.log.String())
+	if !strings.Contains(w.log.String(), "sparse file") {
+		t.Errorf("the sparse path was not taken")
+	}
+	var idx []int
+	for i := range w.ebs.blocks {
+		idx = append(idx, int(i))
+	}
+	sort.Ints(idx)
+	if fmt.Sprint(idx) != "[2 17 18 30 40]" {
+		t.Errorf("blocks sent %v, want [2 17 18 30 40]", idx)
+	}
+	if got := w.ebs.disk(len(disk)); !bytes.Equal(got, disk) {
+		t.Errorf("blocks do not reassemble the disk")
+	}
+	if len(w.ebs.bad) > 0 {
+		t.Errorf("bad blocks: %v", w.ebs.bad)
+	}
+	if got := aws.ToInt32(w.ebs.complete.ChangedBlocksCount); got != 5 {
+		t.Errorf("ChangedBlocksCount %d", got)
+	}
+	if !strings.Contains(w.log.String(), "36 zero blocks skipped") {
+		t.Errorf("log does not count 36 skipped blocks")
+	}
 }

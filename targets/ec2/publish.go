@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -216,9 +217,18 @@ func (r *run) ebsSnapshot(ctx context.Context, size, vol int64) (string, error) 
 	r.record(r.d.Region, "snapshot", snap)
 	done()
 
-	disk, err := r.img.OpenDisk(ctx)
-	if err != nil {
-		return "", fmt.Errorf("open disk of %s: %w", r.job.Filename, err)
+	var disk io.ReadCloser
+	if r.img.Format() == "raw" {
+		// A raw file is the disk: when it is sparse, its holes need not be read.
+		if sf := openSparse(r.img.Path(), size); sf != nil {
+			r.log.Printf("%s is a sparse file: reading only its data", r.job.Filename)
+			disk = sf
+		}
+	}
+	if disk == nil {
+		if disk, err = r.img.OpenDisk(ctx); err != nil {
+			return "", fmt.Errorf("open disk of %s: %w", r.job.Filename, err)
+		}
 	}
 	defer disk.Close()
 	r.log.Printf("writing %s of disk to snapshot %s with %d parallel requests", targets.MiB(size), snap, r.workers)

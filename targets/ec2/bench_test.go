@@ -1,0 +1,275 @@
+package ec2
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/uploader/image"
+)
+
+// The benchmark disk: 4 GiB of which 1 GiB is data, in 8 MiB runs every
+// 32 MiB, text-like (about 3:1 with xz) with some random blocks.
+const (
+	benchDiskSize = 4 << 30
+	benchRun      = 8 << 20
+	benchStride   = 32 << 20
+)
+
+// childEnv makes the test binary run one upload as the benchmark's child
+// process (see TestMain), so its peak memory can be measured alone.
+const childEnv = "CLOUDUPLOAD_EC2_BENCH_CHILD"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		os.Exit(benchChild(path, os.Getenv(childEnv+"_URL")))
+	}
+	os.Exit(m.Run())
+}
+
+// benchImages returns the raw and .raw.xz benchmark images, generated once
+// into $TMPDIR/cloudupload-bench and reused.
+func benchImages(b *testing.B) (raw, xz string) {
+	b.Helper()
+	dir := filepath.Join(os.TempDir(), "cloudupload-bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	raw = filepath.Join(dir, "ec2-4g-1g.raw")
+	xz = raw + ".xz"
+	if _, err := os.Stat(raw); err != nil {
+		b.Logf("generating %s (once)", raw)
+		if err := writeBenchDisk(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(xz); err != nil {
+		b.Logf("compressing %s (once)", xz)
+		tmp := xz + ".tmp"
+		out, err := os.Create(tmp)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command("xz", "-T2", "-1", "-c", raw)
+		cmd.Stdout = out
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("xz: %v", err)
+		}
+		if err := out.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Rename(tmp, xz); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return raw, xz
+}
+
+func writeBenchDisk(path string) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(benchDiskSize); err != nil {
+		return err
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	var words [][]byte
+	for range 4096 {
+		w := make([]byte, 2+r.IntN(10))
+		for k := range w {
+			w[k] = byte('a' + r.IntN(26))
+		}
+		words = append(words, append(w, ' '))
+	}
+	buf := make([]byte, benchRun)
+	for off := int64(0); off < benchDiskSize; off += benchStride {
+		for m := 0; m < benchRun; m += 1 << 20 {
+			blk := buf[m : m+1<<20]
+			if r.IntN(8) == 0 {
+				for i := range blk {
+					blk[i] = byte(r.Uint32())
+				}
+				continue
+			}
+			for i := 0; i < len(blk); {
+				i += copy(blk[i:], words[r.IntN(len(words))])
+			}
+		}
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// benchEBS is a minimal in-process EBS direct endpoint: it accepts
+// snapshots and discards their blocks, counting them.
+type benchEBS struct {
+	blocks  atomic.Int64
+	changed atomic.Int64
+}
+
+func (s *benchEBS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/snapshots":
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"SnapshotId":"snap-bench","BlockSize":%d,"Status":"pending","VolumeSize":4}`, blockSize)
+	case r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blocks/"):
+		n, _ := io.Copy(io.Discard, r.Body)
+		if n != blockSize || r.Header.Get("X-Amz-Checksum") == "" {
+			http.Error(w, `{"message":"bad block"}`, http.StatusBadRequest)
+			return
+		}
+		s.blocks.Add(1)
+		w.Header().Set("X-Amz-Checksum", r.Header.Get("X-Amz-Checksum"))
+		w.Header().Set("X-Amz-Checksum-Algorithm", "SHA256")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "{}")
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/snapshots/completion/"):
+		var n int64
+		fmt.Sscan(r.Header.Get("X-Amz-Changedblockscount"), &n)
+		s.changed.Store(n)
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, `{"Status":"completed"}`)
+	default:
+		http.Error(w, `{"message":"not implemented"}`, http.StatusNotFound)
+	}
+}
+
+// childResult is what the child process reports on stdout.
+type childResult struct {
+	Seconds float64
+	Err     string
+}
+
+// benchChild uploads the image at path to the endpoint at url through the
+// target's EBS path, as the uploader would.
+func benchChild(path, url string) int {
+	res := childResult{}
+	defer func() { json.NewEncoder(os.Stdout).Encode(res) }()
+	im, err := image.Open(path, filepath.Base(path))
+	if err != nil {
+		res.Err = err.Error()
+		return 1
+	}
+	tg := New().(*Target)
+	cfg := aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIABENCH", "bench-secret", ""),
+		BaseEndpoint: aws.String(url),
+		// as awsauth.Config sets it up
+		HTTPClient: awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+			t.MaxIdleConns = 2 * tg.workers
+			t.MaxIdleConnsPerHost = tg.workers
+		}),
+	}
+	d := &data{Region: "us-east-1", AMIName: "bench", ENA: true, Method: methodEBS}
+	r := tg.newRun(targets.Request{Job: testJob("bench", filepath.Base(path)), Image: im, Log: targets.NewLog(io.Discard)}, d, "x86_64")
+	r.ebs = newEBSClient(cfg)
+	r.ec2 = newFakeEC2("us-east-1") // reports the snapshot completed
+	ctx := context.Background()
+	size, err := im.DiskSize(ctx)
+	if err != nil {
+		res.Err = err.Error()
+		return 1
+	}
+	start := time.Now()
+	if _, err := r.ebsSnapshot(ctx, size, (size+1<<30-1)>>30); err != nil {
+		res.Err = err.Error()
+		return 1
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return 0
+}
+
+// readDisk is the baseline: read (and decompress) the disk to nothing.
+func readDisk(b *testing.B, path string) (time.Duration, int64) {
+	b.Helper()
+	im, err := image.Open(path, filepath.Base(path))
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	rc, err := im.OpenDisk(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.CopyBuffer(io.Discard, rc, make([]byte, 1<<20))
+	rc.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start), n
+}
+
+// BenchmarkEBSUpload uploads a 4 GiB disk holding 1 GiB of data, raw and
+// .raw.xz, through the EBS direct path to an in-process endpoint that
+// discards blocks, in a child process. It reports the upload's speed as a
+// ratio to just reading (and decompressing) the same image in the same run
+// (goal ≥ 0.9), the disk MiB/s, and the child's peak RSS (goal ≤ 256 MiB).
+func BenchmarkEBSUpload(b *testing.B) {
+	raw, xz := benchImages(b)
+	for _, c := range []struct{ name, path string }{{"raw", raw}, {"raw.xz", xz}} {
+		b.Run(c.name, func(b *testing.B) {
+			srv := &benchEBS{}
+			ts := httptest.NewServer(srv)
+			defer ts.Close()
+			var base, up time.Duration
+			var peak int64
+			for range b.N {
+				readDisk(b, c.path) // warm the page cache
+				d1, size := readDisk(b, c.path)
+				if size != benchDiskSize {
+					b.Fatalf("disk of %d bytes", size)
+				}
+				srv.blocks.Store(0)
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), childEnv+"="+c.path, childEnv+"_URL="+ts.URL)
+				cmd.Stderr = os.Stderr
+				out, err := cmd.Output()
+				var res childResult
+				if jerr := json.Unmarshal(out, &res); jerr != nil || err != nil || res.Err != "" {
+					b.Fatalf("child: %v %v %s %s", err, jerr, res.Err, out)
+				}
+				if got, want := srv.blocks.Load(), int64(1<<30/blockSize); got < want || got != srv.changed.Load() {
+					b.Fatalf("endpoint got %d blocks, ChangedBlocksCount %d, want %d", got, srv.changed.Load(), want)
+				}
+				d2, _ := readDisk(b, c.path)
+				base += min(d1, d2)
+				up += time.Duration(res.Seconds * float64(time.Second))
+				rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
+				peak = max(peak, rss*1024)
+			}
+			b.ReportMetric(base.Seconds()/up.Seconds(), "ratio")
+			b.ReportMetric(float64(b.N)*benchDiskSize/(1<<20)/up.Seconds(), "MiB/s")
+			b.ReportMetric(float64(b.N)*benchDiskSize/(1<<20)/base.Seconds(), "read-MiB/s")
+			b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
+		})
+	}
+}
