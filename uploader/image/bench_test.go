@@ -141,8 +141,10 @@ func readAll(b *testing.B, im *img) int64 {
 	return n
 }
 
-// BenchmarkOpenDisk reads each format's disk and reports MB/s and the
-// ratio to reading the raw file measured in the same run (x-raw).
+// BenchmarkOpenDisk reads each format's disk in 512 KiB blocks, as the ec2
+// target does, and reports MiB/s and the ratio to reading the raw file
+// measured in the same run (x-raw). BENCH_IMAGE_MIB sets the disk size
+// (default 128).
 //
 //	go test -run XXX -bench OpenDisk ./uploader/image
 func BenchmarkOpenDisk(b *testing.B) {
@@ -156,12 +158,18 @@ func BenchmarkOpenDisk(b *testing.B) {
 		}
 		return im
 	}
+	// The baseline: the best of three reads of the raw file (from the
+	// page cache), measured again in every sub-benchmark.
 	rawRate := func(b *testing.B) float64 {
 		im := open1(b, "d.raw", options{})
 		readAll(b, im) // warm the cache
-		start := time.Now()
-		n := readAll(b, im)
-		return float64(n) / time.Since(start).Seconds()
+		var best float64
+		for range 3 {
+			start := time.Now()
+			n := readAll(b, im)
+			best = max(best, float64(n)/time.Since(start).Seconds())
+		}
+		return best
 	}
 	for _, c := range []struct {
 		name, file string
@@ -196,6 +204,7 @@ func BenchmarkOpenDisk(b *testing.B) {
 				}
 			}
 			rate := float64(bench.size) * float64(b.N) / time.Since(start).Seconds()
+			b.ReportMetric(rate/(1<<20), "MiB/s")
 			b.ReportMetric(rate/base, "x-raw")
 		})
 	}
