@@ -83,6 +83,7 @@ type entry struct {
 	recvCancel context.CancelFunc // cancels the running receive
 	recvDone   chan struct{}      // closed when the running receive stopped
 	killing    bool               // Kill was asked
+	pgid       int                // the uploader's process group (its shim's pid), 0 if none
 
 	killOnce sync.Once
 }

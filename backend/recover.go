@@ -182,6 +182,7 @@ func (m *Manager) recoverUpload(e *entry) {
 		e.wmu.Unlock()
 		return
 	}
+	e.pgid = j.Pid
 	if processAlive(j.Pid, j.PidStart) {
 		log.Info("recovery: re-adopting the running uploader", "pid", j.Pid)
 		m.wg.Add(1)

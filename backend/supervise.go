@@ -90,6 +90,7 @@ func (m *Manager) start(e *entry) {
 		return
 	}
 	j.Pid = cmd.Process.Pid
+	e.pgid = j.Pid
 	if p, err := procStat(j.Pid); err == nil {
 		j.PidStart = p.Start
 	} else {
@@ -138,10 +139,13 @@ func (m *Manager) adopt(e *entry) {
 // status.
 func (m *Manager) endUpload(e *entry, noExit string) {
 	j := m.snapshot(e)
-	if j.Pid > 0 {
-		if err := killGroup(m.ctx, j.Pid); err != nil {
+	e.wmu.Lock()
+	pgid := e.pgid
+	e.wmu.Unlock()
+	if pgid > 0 {
+		if err := killGroup(m.ctx, pgid); err != nil {
 			if m.ctx.Err() == nil {
-				m.jobLogger(j).Error("cannot kill the rest of the uploader's process group", "pgid", j.Pid, "err", err)
+				m.jobLogger(j).Error("cannot kill the rest of the uploader's process group", "pgid", pgid, "err", err)
 			}
 			return
 		}
@@ -274,7 +278,9 @@ func (m *Manager) Kill(ctx context.Context, id int64) error {
 // then finishes it.
 func (m *Manager) startKill(e *entry) {
 	e.killOnce.Do(func() {
-		pgid := m.snapshot(e).Pid
+		e.wmu.Lock()
+		pgid := e.pgid
+		e.wmu.Unlock()
 		if pgid <= 0 || !m.enter() {
 			return
 		}

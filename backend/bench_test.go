@@ -1,0 +1,160 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudupload/cloudupload"
+)
+
+// BenchmarkPutToSucceeded measures the time from a PUT of an image to the
+// job being succeeded with an instant uploader (ms/job), and its ratio to
+// the baseline of starting and waiting for that uploader directly, measured
+// in the same run (x-exec).
+func BenchmarkPutToSucceeded(b *testing.B) {
+	base := execBaseline(b)
+	m := open(b, daemonConfig(b.TempDir()))
+	data := fakeData{Mode: "succeed", Result: "ami-1"}.bytes()
+	ctx := context.Background()
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		j, err := m.Create(ctx, testJob("alice"), data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := m.Receive(ctx, j.ID, strings.NewReader("image"), 5); err != nil {
+			b.Fatal(err)
+		}
+		if j, err = m.Wait(ctx, j.ID); err != nil || j.State != cloudupload.StateSucceeded {
+			b.Fatalf("job %+v: %v", j, err)
+		}
+		total += time.Since(start)
+	}
+	per := total / time.Duration(b.N)
+	b.ReportMetric(float64(per.Microseconds())/1000, "ms/job")
+	b.ReportMetric(float64(base.Microseconds())/1000, "ms/exec")
+	b.ReportMetric(float64(per)/float64(base), "x-exec")
+}
+
+// execBaseline is the time to start the fake uploader and wait for it.
+func execBaseline(b *testing.B) time.Duration {
+	dir := b.TempDir()
+	data := filepath.Join(dir, "data")
+	os.WriteFile(data, fakeData{Mode: "succeed", Result: "x"}.bytes(), 0o600)
+	const n = 20
+	start := time.Now()
+	for range n {
+		cmd := exec.Command(os.Getenv(envFake), "alice", "fake", filepath.Join(dir, "image"), data, "f.raw", filepath.Join(dir, "result"))
+		cmd.Dir = dir
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return time.Since(start) / n
+}
+
+// BenchmarkThroughput pushes jobs through the whole pipeline (create, PUT,
+// upload with an instant uploader, archive) from 8 clients and reports
+// jobs/s.
+func BenchmarkThroughput(b *testing.B) {
+	cfg := daemonConfig(b.TempDir())
+	m := open(b, cfg)
+	data := fakeData{Mode: "succeed", Result: "ami-1"}.bytes()
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	jobs := make(chan int, b.N)
+	for i := range b.N {
+		jobs <- i
+	}
+	close(jobs)
+	for c := range 8 {
+		wg.Go(func() {
+			for range jobs {
+				j, err := m.Create(ctx, testJob(fmt.Sprintf("user%d", c)), data)
+				if err == nil {
+					err = m.Receive(ctx, j.ID, strings.NewReader("image"), 5)
+				}
+				if err == nil {
+					j, err = m.Wait(ctx, j.ID)
+				}
+				if err != nil || j.State != cloudupload.StateSucceeded {
+					b.Errorf("job %+v: %v", j, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
+}
+
+// openWithJobs opens a Manager on a state directory holding n finished
+// jobs, written as a daemon would have.
+func openWithJobs(b *testing.B, n int) *Manager {
+	cfg := daemonConfig(b.TempDir())
+	m := open(b, cfg)
+	m.Close()
+	now := time.Now().Unix()
+	for i := 1; i <= n; i++ {
+		j := testJob(fmt.Sprintf("user%d", i%7))
+		j.ID, j.State, j.Details = int64(i), cloudupload.StateSucceeded, fmt.Sprintf("ami-%08x", i)
+		j.Created, j.Updated, j.Started, j.Finished, j.Size = now, now, now, now, 1<<30
+		dir := filepath.Join(cfg.StateDir, dirDone, j.Name())
+		if err := os.Mkdir(dir, 0o750); err != nil {
+			b.Fatal(err)
+		}
+		body, _ := encodeJob(j)
+		if err := os.WriteFile(filepath.Join(dir, fileJob), body, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return open(b, cfg)
+}
+
+// BenchmarkOpen1000 measures loading a state directory of 1,000 jobs.
+func BenchmarkOpen1000(b *testing.B) {
+	m := openWithJobs(b, 1000)
+	cfg := m.cfg
+	m.Close()
+	for b.Loop() {
+		m, err := Open(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Close()
+	}
+}
+
+// BenchmarkGet measures Get of one job among 1,000.
+func BenchmarkGet(b *testing.B) {
+	m := openWithJobs(b, 1000)
+	for i := 0; b.Loop(); i++ {
+		if _, err := m.Get(int64(i%1000 + 1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkList1000 measures List(nil) of 1,000 jobs (µs/list).
+func BenchmarkList1000(b *testing.B) {
+	m := openWithJobs(b, 1000)
+	start := time.Now()
+	for b.Loop() {
+		if l := m.List(nil); len(l) != 1000 {
+			b.Fatalf("%d jobs", len(l))
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "µs/list")
+}
