@@ -287,6 +287,16 @@ wait:
 	for {
 		select {
 		case out = <-done:
+			// A signal may have arrived with the end of the upload (the
+			// daemon signals the whole process group, decompressors
+			// included): it still counts.
+			if stopSignal == nil {
+				select {
+				case sig := <-sigs:
+					stopSignal = sig
+				default:
+				}
+			}
 			break wait
 		case sig := <-sigs:
 			if stopSignal != nil {

@@ -335,6 +335,7 @@ func TestArchFromFilename(t *testing.T) {
 func child(t *testing.T, cleanup string, args ...string) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // as the daemon starts it
 	cmd.Env = append(os.Environ(), "UPLOADER_TEST_MAIN=1", "UPLOADER_TEST_CLEANUP="+cleanup)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -440,5 +441,34 @@ func TestKilledBeforeStart(t *testing.T) {
 	}
 	if got := readResult(t, dir); got != "killed" {
 		t.Errorf("result %q", got)
+	}
+}
+
+// TestSIGTERMToProcessGroup signals the whole group, as the daemon does:
+// the xz decompressor dies with the uploader's own cleanup under way; the
+// job still ends killed and nothing of the group survives.
+func TestSIGTERMToProcessGroup(t *testing.T) {
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Fatalf("xz is needed: %v", err)
+	}
+	args, dir, _ := setup(t, "block")
+	xzImage := filepath.Join(dir, "image.raw.xz")
+	if out, err := exec.Command("sh", "-c", "xz -0 -c < "+args[2]+" > "+xzImage).CombinedOutput(); err != nil {
+		t.Fatalf("xz: %v %s", err, out)
+	}
+	args[2], args[4] = xzImage, "Leap.x86_64-1.0.raw.xz"
+	cmd, sc, stderr := child(t, "", args...)
+	waitLine(t, sc, "fake: waiting")
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, cmd, sc); code != ExitKilled {
+		t.Errorf("exit %d, want %d; stderr %s", code, ExitKilled, stderr)
+	}
+	if got := readResult(t, dir); got != "killed" {
+		t.Errorf("result %q", got)
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("processes of the group survive (kill 0: %v)", err)
 	}
 }
