@@ -34,6 +34,7 @@ type recorder struct {
 	abortAt  int // parts in flight when Abort came
 	failPart int32
 	delay    time.Duration
+	stall    map[int32]int // tries of a part that hang until cancelled
 }
 
 func newRecorder() *recorder {
@@ -70,13 +71,25 @@ func (r *recorder) UploadPart(ctx context.Context, in *s3.UploadPartInput, _ ...
 	if err != nil {
 		return nil, err
 	}
+	r.mu.Lock()
+	stall := r.stall[*in.PartNumber] > 0
+	if stall {
+		r.stall[*in.PartNumber]--
+	}
+	r.mu.Unlock()
+	if stall {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if int64(len(b)) != *in.ContentLength {
 		return nil, fmt.Errorf("part %d: %d bytes, ContentLength %d", *in.PartNumber, len(b), *in.ContentLength)
 	}
-	select {
-	case <-time.After(r.delay):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if r.delay > 0 {
+		select {
+		case <-time.After(r.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	if *in.PartNumber == r.failPart {
 		return nil, errors.New("injected")
@@ -120,14 +133,14 @@ func b64sum(b []byte) string {
 // settings and SHA-256 at creation, every part's SHA-256, the parts in
 // order at completion, at most `parallel` parts in flight.
 func TestMultipartRequests(t *testing.T) {
-	data := testData(7*testPart+100, 3)
+	data := testData(7*fakePart+100, 3)
 	for _, stream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
 			r := newRecorder()
 			r.delay = 5 * time.Millisecond
 			o := fakeObject(t, data, stream)
 			o.storageClass, o.tagging, o.public = "STANDARD_IA", "a=b", true
-			u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 3, partSize: testPart}
+			u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 3, partSize: fakePart}
 			sum, err := u.put(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
@@ -179,8 +192,8 @@ func TestAbortAfterParts(t *testing.T) {
 	for _, stream := range []bool{false, true} {
 		r := newRecorder()
 		r.delay, r.failPart = 20*time.Millisecond, 2
-		u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 4, partSize: testPart}
-		_, err := u.put(context.Background(), fakeObject(t, testData(8*testPart, 5), stream))
+		u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 4, partSize: fakePart}
+		_, err := u.put(context.Background(), fakeObject(t, testData(8*fakePart, 5), stream))
 		if err == nil {
 			t.Fatal("a failed part did not fail the upload")
 		}
@@ -208,3 +221,30 @@ func fakeObject(t *testing.T, data []byte, stream bool) *object {
 	}
 	return o
 }
+
+// TestStalledPart: a part request that hangs is given up and sent again
+// (from the start of its bytes); one that hangs every time fails the upload.
+func TestStalledPart(t *testing.T) {
+	data := testData(3*fakePart, 6)
+	for _, stream := range []bool{false, true} {
+		r := newRecorder()
+		r.stall = map[int32]int{2: 2}
+		u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 2, partSize: fakePart, stall: 100 * time.Millisecond}
+		if _, err := u.put(context.Background(), fakeObject(t, data, stream)); err != nil {
+			t.Fatalf("stream=%v: %v", stream, err)
+		}
+		if string(r.parts[2]) != string(data[fakePart:2*fakePart]) || r.sums[2] != b64sum(r.parts[2]) {
+			t.Fatalf("stream=%v: part 2 sent again with other bytes", stream)
+		}
+		r = newRecorder()
+		r.stall = map[int32]int{1: stallTries}
+		u.api = r
+		_, err := u.put(context.Background(), fakeObject(t, data, stream))
+		if !errors.Is(err, context.DeadlineExceeded) || r.aborts != 1 {
+			t.Fatalf("stream=%v: a part stalling %d times gave %v and %d aborts", stream, stallTries, err, r.aborts)
+		}
+	}
+}
+
+// fakePart is the part size with fakes, which, unlike S3, take small parts.
+const fakePart = 64 << 10

@@ -103,6 +103,7 @@ func NewClient(cfg aws.Config, getenv func(string) string) *s3.Client {
 	return s3.NewFromConfig(cfg, func(o *s3.Options) {
 		o.UsePathStyle = getenv("AWS_ENDPOINT_URL_S3") != "" || getenv("AWS_ENDPOINT_URL") != ""
 		o.ContinueHeaderThresholdBytes = -1
+		o.RetryMaxAttempts = 8 // S3 answers 500 and 503 SlowDown now and then; multi-hour uploads ride them out
 	})
 }
 

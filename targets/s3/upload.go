@@ -81,8 +81,9 @@ type object struct {
 type uploader struct {
 	api      uploadAPI
 	log      *targets.Log
-	parallel int   // parts in flight (default parallel)
-	partSize int64 // fixed part size (≥ 5 MiB), for tests; 0 = partSize(size)
+	parallel int           // parts in flight (default parallel)
+	partSize int64         // fixed part size (≥ 5 MiB), for tests; 0 = partSize(size)
+	stall    time.Duration // how long a part may take, for tests; 0 = from its size
 }
 
 func (u *uploader) partSizeFor(size int64) int64 {
@@ -327,11 +328,11 @@ func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]by
 				// The part's SHA-256 goes in a signed header that S3
 				// checks; the payload itself is not hashed again for
 				// the signature.
-				out, err := u.api.UploadPart(ctx2, &s3.UploadPartInput{
+				out, err := u.uploadPart(ctx2, &s3.UploadPartInput{
 					Bucket: &o.bucket, Key: &o.key, UploadId: id,
 					PartNumber: aws.Int32(int32(p.n + 1)), Body: body, ContentLength: aws.Int64(size),
 					ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(psum[:])),
-				}, unsignedPayload)
+				})
 				if p.buf != nil {
 					pool <- p.buf[:cap(p.buf)]
 				}
@@ -416,6 +417,35 @@ func (u *uploader) stream(ctx context.Context, o *object, sum [sha256.Size]byte,
 	return nil
 }
 
+// Stalls: a part request that makes no progress is given up after
+// stallTime plus the time the part takes at minRate, and sent again, at most
+// stallTries times in all (the SDK's own retries cover errors, not stalls).
+const (
+	stallTime  = time.Minute
+	minRate    = 64 << 10 // bytes per second
+	stallTries = 3
+)
+
+// uploadPart sends one part, again when a try stalls.
+func (u *uploader) uploadPart(ctx context.Context, in *s3.UploadPartInput) (*s3.UploadPartOutput, error) {
+	limit := u.stall
+	if limit == 0 {
+		limit = stallTime + time.Duration(*in.ContentLength/minRate)*time.Second
+	}
+	for try := 1; ; try++ {
+		tctx, cancel := context.WithTimeout(ctx, limit)
+		out, err := u.api.UploadPart(tctx, in, unsignedPayload)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || try == stallTries {
+			return out, err
+		}
+		u.log.Printf("part %d: no answer within %s, sending it again", *in.PartNumber, targets.Round(limit))
+		if _, err := in.Body.(io.Seeker).Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // unsignedPayload makes a request sign "UNSIGNED-PAYLOAD" instead of the
 // body's SHA-256 (which plain-HTTP requests would otherwise hash again):
 // the body is protected by its signed x-amz-checksum-sha256 header instead.
@@ -461,8 +491,15 @@ func s3Error(what string, err error) error {
 	}
 	msg := what + ": " + summary(err)
 	var ae smithy.APIError
-	if errors.As(err, &ae) && ae.ErrorCode() == "AccessControlListNotSupported" {
-		msg += " (the bucket has ACLs disabled: leave public false and grant read access with a bucket policy)"
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "AccessControlListNotSupported":
+			msg += " (the bucket has ACLs disabled: leave public false and grant read access with a bucket policy)"
+		case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
+			msg += " (is region the bucket's region?)"
+		case "AccessDenied":
+			msg += " (the role needs the permissions listed in the s3 target's documentation)"
+		}
 	}
 	return &cloudupload.Error{Code: cloudupload.EINTERNAL, Message: msg, Err: err}
 }
