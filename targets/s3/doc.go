@@ -82,6 +82,16 @@
 // x-amz-meta-cloudupload-job names the job and start time of the upload that
 // wrote the object.
 //
+// # Permissions
+//
+// The role (arn) needs, on arn:aws:s3:::<bucket>/*: s3:PutObject,
+// s3:AbortMultipartUpload, s3:GetObject (the latest pointer, and the check
+// before deleting an object after a failure), s3:DeleteObject (that
+// cleanup), s3:PutObjectTagging with tags, s3:PutObjectAcl with public; and
+// s3:ListBucket on arn:aws:s3:::<bucket>, without which S3 answers a missing
+// latest pointer with 403 instead of 404. Its trust policy names the
+// service's account with the condition sts:ExternalId = external_id.
+//
 // On failure or kill the multipart upload is aborted, with a fresh context,
 // after every part request has returned, so no parts are left; an object
 // the upload completed (a completion whose answer was lost, or a pointer
