@@ -55,8 +55,9 @@ const usage = `usage:
       CLOUDUPLOAD_REPOSITORY, CLOUDUPLOAD_ARCH, CLOUDUPLOAD_PACKAGE; without
       them the arch is taken from <filename>.
   clouduploader validate <target>
-      check the target data on standard input; exit 0 when valid, 2 with
-      one line naming the field when not.
+      check the target data on standard input for the job in the same
+      environment (plus CLOUDUPLOAD_USER and CLOUDUPLOAD_FILENAME when set);
+      exit 0 when valid, 2 with one line naming the field when not.
   clouduploader targets
       list the known targets.
 exit status: 0 success, 1 failure, 2 usage or invalid data, 143 killed (SIGTERM)
