@@ -12,9 +12,11 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# test-deps installs what the tests talk to (moto, xz, zstd) when missing.
+# test-deps installs what the tests talk to when missing: moto (a local
+# AWS), versitygw (an S3 server that checks signatures), xz and zstd.
 test-deps:
 	@scripts/ensure-test-deps.sh
+	@scripts/ensure-s3-test-server.sh
 
 vet:
 	$(GO) vet $(PKGS)
