@@ -55,9 +55,13 @@ type Fetcher interface {
 //	    receive image"). For Origin fetch it then receives in the background.
 //	(*Manager) Receive(ctx, id, body io.Reader, size int64) error
 //	    PUT of the image: ENOTFOUND for unknown ids, ECONFLICT "job is not in
-//	    created state" otherwise; state receiving while it streams; short body or
-//	    read error → job failed with the reason (and the error returned);
-//	    success → scheduled.
+//	    created state" otherwise (also for Origin fetch jobs); state receiving
+//	    while it streams; size < 0 means unknown (the job's Size applies when
+//	    known); a short or long body or read error → job failed with the reason,
+//	    returned as EINVALID ("received N bytes, expected M"); a local write
+//	    error → failed, EINTERNAL; killed meanwhile → ECONFLICT "job was
+//	    killed"; success (image synced) → scheduled. Close cancels it and
+//	    leaves the job receiving (the next Open fails it: "upload it again").
 //	(*Manager) Get(id) (cloudupload.Job, error)         ENOTFOUND "no such job"
 //	(*Manager) List(ids []int64) []cloudupload.Job      nil = all jobs, ascending ids; unknown ids skipped
 //	(*Manager) Kill(ctx, id) error                      returns once the job is final (processes gone); nil when already final
