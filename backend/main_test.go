@@ -243,6 +243,7 @@ type fakeFetcher struct {
 	content []byte
 	block   chan struct{}
 	missing bool
+	fail    error // returned by Fetch after writing half
 
 	mu      sync.Mutex
 	offsets []int64
@@ -266,6 +267,9 @@ func (f *fakeFetcher) Fetch(ctx context.Context, j cloudupload.Job, dst *os.File
 			return 0, err
 		}
 		offset = half
+	}
+	if f.fail != nil {
+		return 0, f.fail
 	}
 	if f.block != nil {
 		if f.started != nil {

@@ -539,3 +539,49 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("id %d after retention, want 5", c.ID)
 	}
 }
+
+// TestFetchFailure: a failed fetch fails the job with a reason for people,
+// without server paths.
+func TestFetchFailure(t *testing.T) {
+	for _, tc := range []struct {
+		err     error
+		details string
+	}{
+		{&os.PathError{Op: "open", Path: "/srv/build/secret/path", Err: os.ErrPermission}, "could not fetch the image"},
+		{cloudupload.Errorf(cloudupload.ENOTFOUND, "image not found: a/b/c/d/e.raw"), "could not fetch the image: image not found: a/b/c/d/e.raw"},
+	} {
+		cfg := daemonConfig(t.TempDir())
+		cfg.Fetcher = &fakeFetcher{content: []byte("0123456789"), fail: tc.err}
+		m := open(t, cfg)
+		fj := testJob("alice")
+		fj.Origin = cloudupload.OriginFetch
+		j, err := m.Create(context.Background(), fj, fakeData{Mode: "succeed"}.bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantState(t, wait(t, m, j.ID), cloudupload.StateFailed, tc.details)
+	}
+}
+
+// TestUploaderMissing: an uploader that cannot be started fails its job.
+func TestUploaderMissing(t *testing.T) {
+	cfg := daemonConfig(t.TempDir())
+	exe := filepath.Join(t.TempDir(), "clouduploader")
+	b, err := os.ReadFile(cfg.Uploader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Uploader = exe
+	m := open(t, cfg)
+	j := create(t, m, "alice", fakeData{Mode: "succeed"})
+	os.Remove(exe)
+	receive(t, m, j.ID, "x")
+	wantState(t, wait(t, m, j.ID), cloudupload.StateFailed, "exit status 127")
+	contains(t, filepath.Join(cfg.StateDir, "done", j.Name(), "log"), "the server could not start the uploader: no such file or directory")
+	if _, err := m.Create(context.Background(), testJob("alice"), nil); cloudupload.ErrorCode(err) != cloudupload.EINTERNAL {
+		t.Fatalf("create without an uploader: %v", err)
+	}
+}

@@ -171,13 +171,10 @@ func (m *Manager) recoverUpload(e *entry) {
 				log.Error("cannot kill process group", "pgid", pgid, "err", err)
 			}
 		}
+		// A job runs its uploader once, and the exit and result files are
+		// removed before the shim starts: an exit file is this run's.
 		e.wmu.Lock()
 		state, details := m.outcome(j, e.killing, reasonLostStart)
-		if state == cloudupload.StateSucceeded {
-			// Without a pid there is no telling which run wrote the exit
-			// file; only a fresh one counts.
-			state, details = cloudupload.StateFailed, reasonLostStart
-		}
 		m.move(e, state, details, nil)
 		e.wmu.Unlock()
 		return

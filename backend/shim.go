@@ -56,6 +56,10 @@ func runShim(args []string) int {
 	start := time.Now()
 	status := ""
 	if err := cmd.Start(); err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the log is shown to users: no server paths
+		}
 		logf("the server could not start the uploader: %v", err)
 		status = "exit status 127"
 	} else {
