@@ -744,47 +744,48 @@ func (m *Manager) fetch(e *entry) {
 		return
 	}
 	start := time.Now()
-	size, offset, err := m.fetchImage(ctx, j)
-	log := m.jobLogger(j)
-	if offset > 0 {
-		log.Info("resumed receiving image", "offset", offset)
-	} else {
-		log.Info("receiving image", "bytes", j.Size)
-	}
+	size, err := m.fetchImage(ctx, j)
 	m.endReceive(e, size, time.Since(start), err)
 }
 
-// fetchImage runs the Fetcher into the job's image file.
-func (m *Manager) fetchImage(ctx context.Context, j cloudupload.Job) (size, offset int64, err error) {
+// fetchImage runs the Fetcher into the job's image file, resuming after
+// what it holds.
+func (m *Manager) fetchImage(ctx context.Context, j cloudupload.Job) (size int64, err error) {
 	path := filepath.Join(m.jobDir(j.ID), fileImage)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer func() {
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 	}()
-	if offset, err = f.Seek(0, io.SeekEnd); err != nil {
-		return 0, 0, err
+	offset, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if log := m.jobLogger(j); offset > 0 {
+		log.Info("receiving image, resuming", "offset", offset, "bytes", j.Size)
+	} else {
+		log.Info("receiving image", "bytes", j.Size)
 	}
 	size, err = m.cfg.Fetcher.Fetch(ctx, j, f, offset)
 	if err != nil {
 		if ctx.Err() != nil {
-			return size, offset, ctx.Err()
+			return size, ctx.Err()
 		}
-		return size, offset, &fetchError{err}
+		return size, &fetchError{err}
 	}
 	if err := f.Sync(); err != nil {
-		return size, offset, err
+		return size, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return size, offset, err
+		return size, err
 	}
 	if fi.Size() != size {
-		return size, offset, &sizeError{got: fi.Size(), want: size}
+		return size, &sizeError{got: fi.Size(), want: size}
 	}
-	return size, offset, nil
+	return size, nil
 }
