@@ -67,7 +67,11 @@ type Harness struct {
 	// upload, successful or not.
 	Leftovers func(t *testing.T) []string
 	// WantsDisk says the target publishes the disk (decompressed, through
-	// Image.OpenDisk), not the file as received (Image.Path).
+	// Image.OpenDisk), not the file as received (Image.Path). A disk target
+	// is cancelled, or its read fails, after a quarter of the disk has been
+	// read through OpenDisk. A file target reads a path the suite cannot
+	// watch: it is cancelled when it asks for Image.Path, and for the read
+	// failure Image.Path names a file that cannot be opened.
 	WantsDisk bool
 	// Secrets must never appear in the log, the result or an error.
 	Secrets []string
