@@ -135,7 +135,7 @@ func (u *uploader) put(ctx context.Context, o *object) (sum [sha256.Size]byte, e
 // keeps one core busy; the parts' hashes use the others while the network
 // is idle), so the upload itself hashes nothing.
 func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64) (sum [sha256.Size]byte, partSums [][sha256.Size]byte, err error) {
-	defer u.log.Step("checksum %s", targets.MiB(o.size))()
+	done := u.log.Step("checksum %s", targets.MiB(o.size))
 	var r io.Reader
 	if o.file != nil {
 		r = io.NewSectionReader(o.file, 0, o.size)
@@ -185,6 +185,7 @@ func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64
 		return sum, nil, fmt.Errorf("read image: %d bytes, expected %d", n, o.size)
 	}
 	copy(sum[:], h.Sum(nil))
+	done()
 	return sum, partSums, nil
 }
 
@@ -214,7 +215,7 @@ func (u *uploader) hashParts(ctx context.Context, cancel context.CancelCauseFunc
 }
 
 func (u *uploader) single(ctx context.Context, o *object, sum [sha256.Size]byte, meta map[string]string) error {
-	defer u.log.Step("upload s3://%s/%s (%s, one request)", o.bucket, o.key, targets.MiB(o.size))()
+	done := u.log.Step("upload s3://%s/%s (%s, one request)", o.bucket, o.key, targets.MiB(o.size))
 	var body io.ReadSeeker
 	if o.file != nil {
 		body = io.NewSectionReader(o.file, 0, o.size)
@@ -237,6 +238,7 @@ func (u *uploader) single(ctx context.Context, o *object, sum [sha256.Size]byte,
 	if _, err := u.api.PutObject(ctx, in, unsignedPayload); err != nil {
 		return s3Error(fmt.Sprintf("upload s3://%s/%s", o.bucket, o.key), err)
 	}
+	done()
 	return nil
 }
 
@@ -249,8 +251,11 @@ func readAll(ctx context.Context, o *object) ([]byte, error) {
 	defer rc.Close()
 	buf := make([]byte, o.size+1)
 	n, err := io.ReadFull(rc, buf)
-	if n != int(o.size) || err != io.ErrUnexpectedEOF && !(o.size == 0 && err == io.EOF) {
-		return nil, fmt.Errorf("read image: size changed between reads")
+	switch {
+	case err != nil && err != io.ErrUnexpectedEOF && err != io.EOF:
+		return nil, fmt.Errorf("read image: %w", err)
+	case n != int(o.size):
+		return nil, fmt.Errorf("read image: the second read gave different bytes than the first")
 	}
 	return buf[:n], nil
 }
@@ -404,7 +409,12 @@ func (u *uploader) stream(ctx context.Context, o *object, sum [sha256.Size]byte,
 		if n == nparts-1 {
 			// Check before the last part leaves, so a changed source
 			// can never complete.
-			if m, _ := rc.Read(make([]byte, 1)); m != 0 || !bytes.Equal(h.Sum(nil), sum[:]) {
+			var one [1]byte
+			m, err := io.ReadFull(rc, one[:])
+			if err != nil && err != io.EOF {
+				return fmt.Errorf("read image: %w", err)
+			}
+			if m != 0 || !bytes.Equal(h.Sum(nil), sum[:]) {
 				return fmt.Errorf("read image: the second read gave different bytes than the first")
 			}
 		}
