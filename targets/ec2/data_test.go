@@ -1,6 +1,9 @@
 package ec2
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -157,4 +160,21 @@ func FuzzParseData(f *testing.F) {
 			t.Fatal("import without bucket accepted")
 		}
 	})
+}
+
+func TestTidy(t *testing.T) {
+	in := fmt.Errorf("register image x: %w", errors.New("operation error EC2: RegisterImage, https response error StatusCode: 400, RequestID: 7f3a, api error InvalidAMIName.Malformed: bad name"))
+	want := "register image x: EC2 RegisterImage: HTTP 400, request 7f3a: InvalidAMIName.Malformed: bad name"
+	if got := tidy(in).Error(); got != want {
+		t.Errorf("tidy:\n%s\nwant\n%s", got, want)
+	}
+	in = fmt.Errorf("put block 3: %w", errors.New("operation error EBS: PutSnapshotBlock, exceeded maximum number of attempts, 6, https response error StatusCode: 503, RequestID: , ServiceUnavailableException: try later"))
+	want = "put block 3: EBS PutSnapshotBlock: HTTP 503, after 6 attempts: ServiceUnavailableException: try later"
+	if got := tidy(in).Error(); got != want {
+		t.Errorf("tidy:\n%s\nwant\n%s", got, want)
+	}
+	wrapped := fmt.Errorf("x: %w", context.Canceled)
+	if !errors.Is(tidy(wrapped), context.Canceled) || tidy(nil) != nil {
+		t.Error("tidy breaks the chain")
+	}
 }

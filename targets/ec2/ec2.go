@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -87,8 +88,44 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	}
 	pathStyle := cfg.BaseEndpoint != nil || getenv("AWS_ENDPOINT_URL_S3") != ""
 	r.s3 = s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = pathStyle })
-	return r.publish(ctx)
+	res, err := r.publish(ctx)
+	return res, tidy(err)
 }
+
+// sdkNoise matches how the SDK spells a failed call, to say it shorter.
+var sdkNoise = regexp.MustCompile(`operation error (\w+): (\w+), (?:exceeded maximum number of attempts, (\d+), )?https response error StatusCode: (\d+), RequestID: ([^,]*), (?:api error )?`)
+
+// tidy shortens the SDK's error text for the job's details ("EC2
+// RegisterImage: HTTP 400, request 1234: InvalidParameterValue: …")
+// while keeping the error chain for errors.Is/As.
+func tidy(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := sdkNoise.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		g := sdkNoise.FindStringSubmatch(m)
+		s := g[1] + " " + g[2] + ": HTTP " + g[4]
+		if g[5] != "" {
+			s += ", request " + g[5]
+		}
+		if g[3] != "" {
+			s += ", after " + g[3] + " attempts"
+		}
+		return s + ": "
+	})
+	if msg == err.Error() {
+		return err
+	}
+	return &tidyError{msg: msg, err: err}
+}
+
+type tidyError struct {
+	msg string
+	err error
+}
+
+func (e *tidyError) Error() string { return e.msg }
+func (e *tidyError) Unwrap() error { return e.err }
 
 func (t *Target) newRun(req targets.Request, d *data, arch string) *run {
 	log := req.Log
