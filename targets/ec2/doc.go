@@ -1,6 +1,33 @@
 // Package ec2 is the ec2 target: it turns a built disk image into a
 // registered AMI in the user's own AWS account, fast.
 //
+// # Target data
+//
+// A JSON object; unknown fields are an error naming them.
+//
+//	arn              IAM role to assume in the user's account (required)
+//	external_id      its external id (optional, as OBS sent it)
+//	region           home region, such as eu-central-1 (required)
+//	ami_name         3 to 100 of letters, digits, '.', '_', '-', not starting
+//	                 with '.' or '_' (what both OBS and AWS allow; required)
+//	vpc_subnet_id    accepted for compatibility with OBS (subnet-…), unused
+//	user_id          accepted for compatibility with OBS, ignored
+//	description      AMI description (default: file name and job)
+//	boot_mode        legacy-bios | uefi | uefi-preferred (default: AWS's)
+//	ena              true (default) | false
+//	sriov            SriovNetSupport "simple" (default false)
+//	tpm              NitroTPM v2.0, needs a uefi boot mode (default false)
+//	imds_v2          require IMDSv2 (default false)
+//	tags             {"key": "value"} on the image and its snapshot
+//	share_accounts   12-digit account ids given launch permission
+//	copy_regions     regions to copy the AMI to
+//	root_volume_size GiB, at least the disk (default: the disk rounded up)
+//	method           ebs (default) | import
+//	s3_bucket        staging bucket in region, for method import
+//
+// The architecture is the job's (x86_64, aarch64); when the uploader is run
+// by hand without it, it is taken from the file name, default x86_64.
+//
 // # Credentials
 //
 // The uploader's own identity comes from the SDK's default chain; it then
