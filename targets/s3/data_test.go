@@ -172,8 +172,8 @@ func TestPartSize(t *testing.T) {
 }
 
 func TestTagging(t *testing.T) {
-	got := tagging(map[string]string{"release": "16.0", "team": "build ops"})
-	if got != "release=16.0&team=build+ops" {
+	got := tagging(map[string]string{"release": "16.0", "team": "build ops", "a+b": "c=d&e"})
+	if got != "a%2Bb=c%3Dd%26e&release=16.0&team=build%20ops" {
 		t.Fatalf("tagging = %q", got)
 	}
 }

@@ -168,13 +168,15 @@ func (pub *publisher) publish(ctx context.Context, img targets.Image, job target
 	return url, nil
 }
 
-// tagging encodes tags as S3's x-amz-tagging header wants them.
+// tagging encodes tags as S3's x-amz-tagging header wants them: URL query
+// form, with spaces as %20 (Encode writes them as "+", and a literal "+" as
+// %2B, so every "+" it writes is a space).
 func tagging(tags map[string]string) string {
 	v := url.Values{}
 	for k, val := range tags {
 		v.Set(k, val)
 	}
-	return v.Encode()
+	return strings.ReplaceAll(v.Encode(), "+", "%20")
 }
 
 // contentType is the MIME type of a file as received.

@@ -162,8 +162,8 @@ func testServer(t *testing.T, s *server) {
 		{"multipart", "appliance.x86_64.raw", "", 3*testPart + 12345, "home:alice/images/x86_64/appliance/appliance.x86_64.raw"},
 		{"empty", "empty.raw", `,"prefix":"e/"`, 0, "e/empty.raw"},
 		{"decompress-multipart", "appliance.x86_64.raw.gz", `,"decompress":true,"prefix":"{package}/{date}/{filename}"`, 2*testPart + 512, "appliance/20261121T070000Z/appliance.x86_64.raw"},
-		{"decompress-single", "appliance.x86_64.raw.gz", `,"decompress":true`, 64 << 10, "home:alice/images/x86_64/appliance/appliance.x86_64.raw"},
-		{"as-received", "appliance.x86_64.raw.gz", `,"storage_class":"STANDARD","tags":{"release":"16.0"}`, 2*testPart + 512, "home:alice/images/x86_64/appliance/appliance.x86_64.raw.gz"},
+		{"decompress-single", "appliance.x86_64.raw.gz", `,"decompress":true,"public":true`, 64 << 10, "home:alice/images/x86_64/appliance/appliance.x86_64.raw"},
+		{"as-received", "appliance.x86_64.raw.gz", `,"storage_class":"STANDARD","tags":{"release":"16.0","team":"build ops"}`, 2*testPart + 512, "home:alice/images/x86_64/appliance/appliance.x86_64.raw.gz"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -184,6 +184,32 @@ func testServer(t *testing.T, s *server) {
 				want, _ = os.ReadFile(img.Path())
 			}
 			s.checkStored(t, bucket, c.want, want)
+			if len(p.cfg.Tags) > 0 {
+				out, err := s.api.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: &bucket, Key: &c.want})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[string]string{}
+				for _, tag := range out.TagSet {
+					got[*tag.Key] = *tag.Value
+				}
+				if fmt.Sprint(got) != fmt.Sprint(p.cfg.Tags) {
+					t.Fatalf("object tags %v, want %v", got, p.cfg.Tags)
+				}
+			}
+			if p.cfg.Public && s.name == "moto" { // versitygw has no object ACLs
+				out, err := s.api.GetObjectAcl(ctx, &s3.GetObjectAclInput{Bucket: &bucket, Key: &c.want})
+				if err != nil {
+					t.Fatal(err)
+				}
+				public := false
+				for _, g := range out.Grants {
+					public = public || g.Grantee != nil && aws.ToString(g.Grantee.URI) == "http://acs.amazonaws.com/groups/global/AllUsers" && g.Permission == "READ"
+				}
+				if !public {
+					t.Fatalf("public object has no public-read grant: %+v", out.Grants)
+				}
+			}
 			objects, uploads := s.leftovers(t, bucket)
 			if len(objects) != 1 || len(uploads) != 0 {
 				t.Fatalf("bucket holds %q and uploads %q, want the object only", objects, uploads)
