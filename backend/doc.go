@@ -10,6 +10,7 @@
 // Everything a job is lives in plain files that ls and cat can inspect:
 //
 //	STATE/next-id            the next job id; written before an id is used, so ids are never reused
+//	STATE/lock               locked (flock) by the running server: one server per state directory
 //	STATE/jobs/<id>/         one directory per unfinished job
 //	    job.json             the whole job (state, details, names, pid, times), indented JSON
 //	    data                 the target data (mode 0600; never logged, never in argv)

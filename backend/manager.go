@@ -66,6 +66,8 @@ type Manager struct {
 	ids    []int64          // every job id, ascending
 	active map[int64]*entry // unfinished jobs
 
+	lockFile *os.File // holds the state directory's lock
+
 	idMu   sync.Mutex
 	nextID int64
 }
@@ -130,8 +132,13 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		active:  make(map[int64]*entry),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if err := m.lock(); err != nil {
+		m.cancel()
+		return nil, fmt.Errorf("open job store %s: %w", cfg.StateDir, err)
+	}
 	if err := m.load(); err != nil {
 		m.cancel()
+		m.lockFile.Close()
 		return nil, fmt.Errorf("open job store %s: %w", cfg.StateDir, err)
 	}
 	m.expire()
@@ -156,6 +163,28 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
+	return m.lockFile.Close()
+}
+
+// lock takes the state directory's lock file, so that no two daemons run
+// the same jobs. The lock goes with the process (a SIGKILLed daemon's lock
+// is free) and is not inherited by uploaders (close-on-exec).
+func (m *Manager) lock() error {
+	if err := os.MkdirAll(m.cfg.StateDir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(m.cfg.StateDir, fileLock), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return errors.New("the state directory is in use by another server")
+		}
+		return fmt.Errorf("lock: %w", err)
+	}
+	m.lockFile = f
 	return nil
 }
 

@@ -478,6 +478,9 @@ func TestSlots(t *testing.T) {
 func TestIDsNeverReused(t *testing.T) {
 	cfg := daemonConfig(t.TempDir())
 	m := open(t, cfg)
+	if _, err := Open(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "in use by another server") {
+		t.Fatalf("second Open on the same state directory: %v", err)
+	}
 	a := create(t, m, "alice", fakeData{Mode: "succeed"})
 	b := create(t, m, "alice", fakeData{Mode: "succeed"})
 	m.Kill(context.Background(), b.ID)

@@ -14,6 +14,7 @@ import (
 // Names of the files and directories under Config.StateDir (see doc.go).
 const (
 	fileNextID = "next-id"
+	fileLock   = "lock"
 	dirJobs    = "jobs"
 	dirDone    = "done"
 	fileJob    = "job.json"
