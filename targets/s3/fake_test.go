@@ -134,11 +134,14 @@ func b64sum(b []byte) string {
 // order at completion, at most `parallel` parts in flight.
 func TestMultipartRequests(t *testing.T) {
 	data := testData(7*fakePart+100, 3)
-	for _, stream := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
+	for _, mode := range []string{"file", "stream", "stream-size-unknown"} {
+		t.Run(mode, func(t *testing.T) {
 			r := newRecorder()
 			r.delay = 5 * time.Millisecond
-			o := fakeObject(t, data, stream)
+			o := fakeObject(t, data, mode != "file")
+			if mode == "stream-size-unknown" {
+				o.size = -1
+			}
 			o.storageClass, o.tagging, o.public = "STANDARD_IA", "a=b", true
 			u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 3, partSize: fakePart}
 			sum, err := u.put(context.Background(), o)

@@ -131,11 +131,15 @@ func (pub *publisher) publish(ctx context.Context, img targets.Image, job target
 		return "", invalid("decompress: %q is not a disk image (raw, vhdfixed or qcow2, possibly compressed)", clip(job.Filename))
 	}
 	if c.Decompress {
-		size, err := img.DiskSize(ctx)
-		if err != nil {
-			return "", fmt.Errorf("read image size: %w", err)
+		// The checksum pass reads the stream anyway: a size that is not
+		// known without decompressing (gzip) is learnt there instead of
+		// by one more decompression.
+		o.size, o.open, o.contentType = -1, img.OpenDisk, "application/octet-stream"
+		if k, ok := img.(interface{ KnownDiskSize() (int64, bool) }); ok {
+			if n, ok := k.KnownDiskSize(); ok {
+				o.size = n
+			}
 		}
-		o.size, o.open, o.contentType = size, img.OpenDisk, "application/octet-stream"
 	} else {
 		f, err := os.Open(img.Path())
 		if err != nil {

@@ -64,7 +64,7 @@ func partSize(size int64) int64 {
 // object is what to store and where.
 type object struct {
 	bucket, key  string
-	size         int64
+	size         int64 // -1: a stream whose size is learnt by reading it
 	contentType  string
 	storageClass string
 	tagging      string // URL-encoded, as the x-amz-tagging header
@@ -110,11 +110,19 @@ func (u *uploader) put(ctx context.Context, o *object) (sum [sha256.Size]byte, e
 	if o.size > maxObject {
 		return sum, cloudupload.Errorf(cloudupload.EINVALID, "the image is %s; S3 objects are at most 5 TiB", targets.MiB(o.size))
 	}
+	sized := o.size >= 0
 	ps := u.partSizeFor(o.size)
-	multi := o.size >= ps
+	multi := sized && o.size >= ps
 	var partSums [][sha256.Size]byte
 	if sum, partSums, err = u.checksum(ctx, o, multi, ps); err != nil {
 		return sum, err
+	}
+	if !sized {
+		ps = u.partSizeFor(o.size)
+		multi = o.size >= ps
+	}
+	if o.size > maxObject {
+		return sum, cloudupload.Errorf(cloudupload.EINVALID, "the image is %s; S3 objects are at most 5 TiB", targets.MiB(o.size))
 	}
 	meta := map[string]string{metaSHA256: hex.EncodeToString(sum[:]), metaJob: o.owner}
 	if multi {
@@ -135,7 +143,11 @@ func (u *uploader) put(ctx context.Context, o *object) (sum [sha256.Size]byte, e
 // keeps one core busy; the parts' hashes use the others while the network
 // is idle), so the upload itself hashes nothing.
 func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64) (sum [sha256.Size]byte, partSums [][sha256.Size]byte, err error) {
-	done := u.log.Step("checksum %s", targets.MiB(o.size))
+	what := "checksum of the disk"
+	if o.size >= 0 {
+		what = "checksum " + targets.MiB(o.size)
+	}
+	done := u.log.Step("%s", what)
 	var r io.Reader
 	if o.file != nil {
 		r = io.NewSectionReader(o.file, 0, o.size)
@@ -164,7 +176,7 @@ func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64
 		r = rc
 	}
 	h := sha256.New()
-	p := u.log.Progress("checksum", o.size)
+	p := u.log.Progress("checksum", max(o.size, 0))
 	buf := make([]byte, hashBuffer)
 	var n int64
 	for {
@@ -181,7 +193,9 @@ func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64
 			return sum, nil, fmt.Errorf("read image: %w", err)
 		}
 	}
-	if n != o.size {
+	if o.size < 0 {
+		o.size = n // a stream whose size was not known: now it is
+	} else if n != o.size {
 		return sum, nil, fmt.Errorf("read image: %d bytes, expected %d", n, o.size)
 	}
 	copy(sum[:], h.Sum(nil))
