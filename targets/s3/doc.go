@@ -67,7 +67,8 @@
 // hash each part meanwhile on the spare cores. Measured here for 1 GiB
 // (BenchmarkUpload1GiB, a loaded 2-core machine): that pass takes 1–2 s of a
 // 6 s upload to a local server; against real S3 links it is a small share. For
-// decompress it costs a second decompression.
+// decompress it costs a second decompression (which also gives the size of a
+// gzip disk, otherwise known only by decompressing).
 //
 // Objects below the part size go in one PutObject carrying that SHA-256,
 // which S3 verifies; larger ones in a multipart upload: 16 MiB parts (larger
@@ -82,6 +83,14 @@
 // x-amz-meta-cloudupload-job names the job and start time of the upload that
 // wrote the object.
 //
+// On failure or kill the multipart upload is aborted, with a fresh context,
+// after every part request has returned, so no parts are left; an object
+// the upload completed (a completion whose answer was lost, or a pointer
+// that could not be written) is deleted when its metadata shows it is ours.
+// An existing object at the key is replaced, as S3 does (versioned buckets
+// keep the old version). The SDK retries errors (8 attempts); a part request
+// with no answer within a minute plus 16 s per MiB is sent again (3 tries).
+//
 // # Permissions
 //
 // The role (arn) needs, on arn:aws:s3:::<bucket>/*: s3:PutObject,
@@ -91,11 +100,4 @@
 // s3:ListBucket on arn:aws:s3:::<bucket>, without which S3 answers a missing
 // latest pointer with 403 instead of 404. Its trust policy names the
 // service's account with the condition sts:ExternalId = external_id.
-//
-// On failure or kill the multipart upload is aborted, with a fresh context,
-// after every part request has returned, so no parts are left; an object
-// the upload completed (a completion whose answer was lost, or a pointer
-// that could not be written) is deleted when its metadata shows it is ours.
-// An existing object at the key is replaced, as S3 does (versioned buckets
-// keep the old version).
 package s3
