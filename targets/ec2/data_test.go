@@ -119,6 +119,13 @@ func TestArch(t *testing.T) {
 	if err := New().Check(targets.Job{Arch: "s390x"}, []byte(obsData), nil); err == nil || !strings.Contains(err.Error(), "arch") {
 		t.Errorf("Check with arch s390x: %v", err)
 	}
+	bios := strings.Replace(obsData, `"ami_name"`, `"boot_mode":"legacy-bios","ami_name"`, 1)
+	if err := New().Check(targets.Job{Arch: "aarch64"}, []byte(bios), nil); err == nil || !strings.Contains(err.Error(), "boot_mode") {
+		t.Errorf("Check with legacy-bios on aarch64: %v", err)
+	}
+	if err := New().Check(targets.Job{Arch: "x86_64"}, []byte(bios), nil); err != nil {
+		t.Errorf("Check with legacy-bios on x86_64: %v", err)
+	}
 }
 
 func TestVolumeSize(t *testing.T) {

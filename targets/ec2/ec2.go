@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -49,11 +50,24 @@ func (t *Target) Name() string { return "ec2" }
 // Check implements targets.Target: it validates the target data and the
 // job's architecture without any network call.
 func (t *Target) Check(job targets.Job, raw []byte, getenv func(string) string) error {
-	if _, err := parseData(raw); err != nil {
+	d, err := parseData(raw)
+	if err != nil {
 		return err
 	}
-	_, err := archOf(job)
-	return err
+	arch, err := archOf(job)
+	if err != nil {
+		return err
+	}
+	return checkBootArch(d, arch)
+}
+
+// checkBootArch rejects what cannot boot: arm64 instances start only with
+// UEFI.
+func checkBootArch(d *data, arch string) error {
+	if arch == "arm64" && d.BootMode == "legacy-bios" {
+		return invalid("boot_mode legacy-bios cannot start an aarch64 image (arm64 instances boot with UEFI only)")
+	}
+	return nil
 }
 
 // Upload implements targets.Target.
@@ -66,6 +80,9 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	if err != nil {
 		return "", err
 	}
+	if err := checkBootArch(d, arch); err != nil {
+		return "", err
+	}
 	getenv := req.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
@@ -76,15 +93,23 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	if err != nil {
 		return "", err
 	}
-	req.Log.Printf("ec2: publishing %s as AMI %q in %s for %s (method %s, arch %s)", req.Job.Filename, d.AMIName, d.Region, d.ARN, d.Method, arch)
+	req.Log.Printf("ec2: publishing %s as AMI %q in %s as role %s, session %s (method %s, arch %s)",
+		req.Job.Filename, d.AMIName, d.Region, d.ARN, awsauth.SessionName("cloudupload-"+req.Job.ID), d.Method, arch)
 	r := t.newRun(req, d, arch)
 	r.ebs = newEBSClient(cfg)
 	ec2Opts := func(o *ec2.Options) {
 		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 6 })
 	}
 	r.ec2 = ec2.NewFromConfig(cfg, ec2Opts)
+	var mu sync.Mutex
+	perRegion := map[string]ec2API{}
 	r.ec2In = func(region string) ec2API {
-		return ec2.NewFromConfig(cfg, ec2Opts, func(o *ec2.Options) { o.Region = region })
+		mu.Lock()
+		defer mu.Unlock()
+		if perRegion[region] == nil {
+			perRegion[region] = ec2.NewFromConfig(cfg, ec2Opts, func(o *ec2.Options) { o.Region = region })
+		}
+		return perRegion[region]
 	}
 	pathStyle := cfg.BaseEndpoint != nil || getenv("AWS_ENDPOINT_URL_S3") != ""
 	r.s3 = s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = pathStyle })
