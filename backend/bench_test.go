@@ -72,8 +72,8 @@ func atomicWriteBaseline(b *testing.B) time.Duration {
 }
 
 // BenchmarkReceive64MiB measures Receive of a 64 MiB image (MiB/s) against
-// the baseline of copying the same bytes into a file and syncing it, in the
-// same run (x-copy).
+// the baseline of copying the same bytes into a file and syncing it,
+// interleaved in the same run (x-copy: Receive's time over the copy's).
 func BenchmarkReceive64MiB(b *testing.B) {
 	const size = 64 << 20
 	image := make([]byte, size)
@@ -81,17 +81,22 @@ func BenchmarkReceive64MiB(b *testing.B) {
 		image[i] = byte(i * 7)
 	}
 	dir := b.TempDir()
-	baseStart := time.Now()
-	f, err := os.Create(filepath.Join(dir, "copy"))
-	if err != nil {
-		b.Fatal(err)
+	baseline := func() time.Duration {
+		start := time.Now()
+		f, err := os.Create(filepath.Join(dir, "copy"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, receiveBufferSize)
+		if _, err := io.CopyBuffer(struct{ io.Writer }{f}, bytes.NewReader(image), buf); err != nil {
+			b.Fatal(err)
+		}
+		f.Sync()
+		f.Close()
+		took := time.Since(start)
+		os.Remove(filepath.Join(dir, "copy"))
+		return took
 	}
-	if _, err := io.Copy(f, bytes.NewReader(image)); err != nil {
-		b.Fatal(err)
-	}
-	f.Sync()
-	f.Close()
-	base := time.Since(baseStart)
 
 	cfg := daemonConfig(dir)
 	cfg.MaxUploads = 1
@@ -102,10 +107,11 @@ func BenchmarkReceive64MiB(b *testing.B) {
 	receive(b, m, hold.ID, "x")
 	defer os.WriteFile(filepath.Join(shared, "release-"+hold.Name()), nil, 0o644)
 	data := fakeData{Mode: "succeed"}.bytes()
-	var total time.Duration
+	var total, base time.Duration
 	b.SetBytes(size)
 	for b.Loop() {
 		b.StopTimer()
+		base += baseline()
 		j, err := m.Create(context.Background(), testJob("alice"), data)
 		if err != nil {
 			b.Fatal(err)
@@ -120,9 +126,9 @@ func BenchmarkReceive64MiB(b *testing.B) {
 		m.Kill(context.Background(), j.ID)
 		b.StartTimer()
 	}
-	per := total / time.Duration(b.N)
-	b.ReportMetric(size/(1<<20)/per.Seconds(), "MiB/s")
-	b.ReportMetric(float64(per)/float64(base), "x-copy")
+	b.ReportMetric(float64(size)/(1<<20)/(total/time.Duration(b.N)).Seconds(), "MiB/s")
+	b.ReportMetric(float64(size)/(1<<20)/(base/time.Duration(b.N)).Seconds(), "copy-MiB/s")
+	b.ReportMetric(float64(total)/float64(base), "x-copy")
 }
 
 // execBaseline is the time to start the fake uploader and wait for it.
