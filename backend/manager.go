@@ -515,8 +515,12 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 	m.mu.Unlock()
 	if final && !prev.State.Final() {
 		close(e.done)
-		took := time.Duration(now-j.Created) * time.Second
-		m.jobLogger(j).Info("job finished", "state", string(j.State), "details", firstLine(j.Details, 200), "duration", took.String())
+		args := []any{"state", string(j.State), "details", firstLine(j.Details, 200),
+			"duration", (time.Duration(now-j.Created) * time.Second).String()}
+		if j.Started > 0 {
+			args = append(args, "upload_duration", (time.Duration(now-j.Started) * time.Second).String())
+		}
+		m.jobLogger(j).Info("job finished", args...)
 		m.poke()
 	}
 	return nil
