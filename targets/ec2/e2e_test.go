@@ -233,6 +233,34 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("ByHand", func(t *testing.T) {
+		// As OBS's worker started it: only the argv and the AWS environment.
+		work := t.TempDir()
+		img := filepath.Join(work, "img")
+		if err := os.WriteFile(img, xzBuf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dataFile, result := filepath.Join(work, "data"), filepath.Join(work, "result")
+		if err := os.WriteFile(dataFile, []byte(fmt.Sprintf(`{"arn":%q,"region":"us-east-1","ami_name":"by-hand"}`, testARN)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(filepath.Join(bin, "clouduploader"), "tester", "ec2", img, dataFile, "appliance.aarch64-1.0.raw.xz", result)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		t.Logf("output:\n%s", out)
+		if err != nil {
+			t.Fatalf("clouduploader: %v", err)
+		}
+		res, _ := os.ReadFile(result)
+		img2 := imageByName(t, c.ec2, "by-hand")
+		if strings.TrimSpace(string(res)) != aws.ToString(img2.ImageId) {
+			t.Errorf("result %q, AMI %s", res, aws.ToString(img2.ImageId))
+		}
+		if !strings.Contains(string(out), "arch arm64") || !strings.Contains(string(out), "session cloudupload-manual-") {
+			t.Errorf("the arch was not taken from the file name, or the session does not name the run")
+		}
+	})
+
 	t.Run("Killed", func(t *testing.T) {
 		before := len(ourSnapshots(t, c.ec2))
 		code, doc := submit(bigName, fmt.Sprintf(`{"arn":%q,"region":"us-east-1","ami_name":"appliance-killed"}`, testARN))
