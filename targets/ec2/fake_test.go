@@ -39,6 +39,10 @@ type fakeEBS struct {
 	// nil to accept, errStall to wait for the request's context.
 	fail func(n int, index int32) error
 	bad  []string // checksum or length problems seen
+	// staleToken, when set, is a client token whose snapshot ended in
+	// error (an earlier run of the job).
+	staleToken string
+	starts     []string
 }
 
 var errStall = errors.New("stall")
@@ -46,9 +50,13 @@ var errStall = errors.New("stall")
 func (f *fakeEBS) StartSnapshot(_ context.Context, in *ebs.StartSnapshotInput, _ ...func(*ebs.Options)) (*ebs.StartSnapshotOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.starts = append(f.starts, aws.ToString(in.ClientToken))
+	if f.staleToken != "" && aws.ToString(in.ClientToken) == f.staleToken {
+		return &ebs.StartSnapshotOutput{SnapshotId: aws.String("snap-old"), Status: ebstypes.StatusError}, nil
+	}
 	f.start = in
 	f.blocks = map[int32][]byte{}
-	return &ebs.StartSnapshotOutput{SnapshotId: aws.String("snap-fake"), BlockSize: aws.Int32(blockSize)}, nil
+	return &ebs.StartSnapshotOutput{SnapshotId: aws.String("snap-fake"), BlockSize: aws.Int32(blockSize), Status: ebstypes.StatusPending}, nil
 }
 
 func (f *fakeEBS) PutSnapshotBlock(ctx context.Context, in *ebs.PutSnapshotBlockInput, _ ...func(*ebs.Options)) (*ebs.PutSnapshotBlockOutput, error) {
@@ -768,5 +776,20 @@ func TestSparseRaw(t *testing.T) {
 	}
 	if !strings.Contains(w.log.String(), "36 zero blocks skipped") {
 		t.Errorf("log does not count 36 skipped blocks")
+	}
+}
+
+func TestFakeStaleClientToken(t *testing.T) {
+	disk := testDisk(2, func(int) bool { return true })
+	r, w := fakeRun(t, `{`+fakeBase+`}`, disk)
+	w.ebs.staleToken = "cloudupload-" + r.token
+	if _, err := r.publish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.ebs.starts) != 2 || w.ebs.starts[1] == w.ebs.starts[0] || !strings.HasPrefix(w.ebs.starts[1], w.ebs.starts[0]) {
+		t.Errorf("StartSnapshot tokens %q: want a fresh one after the stale snapshot", w.ebs.starts)
+	}
+	if len(w.ebs.blocks) != 2 {
+		t.Errorf("%d blocks written to the new snapshot", len(w.ebs.blocks))
 	}
 }

@@ -200,13 +200,22 @@ func (r *run) ebsSnapshot(ctx context.Context, size, vol int64) (string, error) 
 		ebsTags = append(ebsTags, ebstypes.Tag{Key: t.Key, Value: t.Value})
 	}
 	done := r.log.Step("start snapshot of %d GiB", vol)
-	out, err := r.ebs.StartSnapshot(ctx, &ebs.StartSnapshotInput{
-		VolumeSize:  aws.Int64(vol),
-		ClientToken: aws.String("cloudupload-" + r.token),
-		Description: aws.String(r.description()),
-		Tags:        ebsTags,
-		Timeout:     aws.Int32(snapshotTimeout),
-	})
+	start := func(token string) (*ebs.StartSnapshotOutput, error) {
+		return r.ebs.StartSnapshot(ctx, &ebs.StartSnapshotInput{
+			VolumeSize:  aws.Int64(vol),
+			ClientToken: aws.String(token),
+			Description: aws.String(r.description()),
+			Tags:        ebsTags,
+			Timeout:     aws.Int32(snapshotTimeout),
+		})
+	}
+	out, err := start("cloudupload-" + r.token)
+	if err == nil && out.Status != "" && out.Status != ebstypes.StatusPending {
+		// The token's snapshot is from an earlier run of this job that
+		// ended; AWS answers idempotently with it. Start afresh.
+		r.log.Printf("snapshot %s of an earlier run is %s: starting a new one", aws.ToString(out.SnapshotId), out.Status)
+		out, err = start(fmt.Sprintf("cloudupload-%s-%d", r.token, time.Now().UnixNano()))
+	}
 	if err != nil {
 		return "", fmt.Errorf("start snapshot: %w", err)
 	}
