@@ -54,6 +54,10 @@
 // Kill sends SIGTERM to the group and SIGKILL after the kill grace; the job
 // becomes final (failed, "killed") only when no process of the group runs.
 //
+// Stopping or restarting the server leaves running uploads alone; a service
+// manager must do the same (with systemd: KillMode=process), or a restart
+// kills every upload in progress.
+//
 // # Recovery after a crash
 //
 // At start no job stays stuck: a job still fetching its image fetches it
