@@ -334,27 +334,43 @@ func checkKey(key string) error {
 // diskName is the name a decompressed image is stored under: the file name
 // without its compression suffix, and with ".raw" instead of a container
 // suffix that is not raw ("x.raw.xz" → "x.raw", "x.img.gz" → "x.img",
-// "x.vhdfixed.xz" and "x.qcow2" → "x.raw"). A name that says nothing gets
-// ".raw" appended (the image package then tells the format by content).
-func diskName(filename string) string {
+// "x.vhdfixed.xz" and "x.qcow2" → "x.raw"). A name without extension gets
+// ".raw" appended (the image package then tells the format by content); ok
+// is false for a name whose extension says it is no disk image ("x.iso").
+func diskName(filename string) (string, bool) {
 	lower, base := strings.ToLower(filename), filename
+	compressed := false
 	for _, c := range []string{".xz", ".gz", ".zst", ".zstd"} {
 		if strings.HasSuffix(lower, c) && len(lower) > len(c) {
-			lower, base = lower[:len(lower)-len(c)], base[:len(base)-len(c)]
+			lower, base, compressed = lower[:len(lower)-len(c)], base[:len(base)-len(c)], true
 			break
 		}
 	}
+	if compressed && strings.HasSuffix(lower, ".qcow2") {
+		return "", false // a compressed qcow2 cannot be read as a stream
+	}
 	for _, c := range []string{".raw", ".img"} {
 		if strings.HasSuffix(lower, c) && len(lower) > len(c) {
-			return base
+			return base, true
 		}
 	}
 	for _, c := range []string{".vhdfixed", ".vhd", ".qcow2"} {
 		if strings.HasSuffix(lower, c) && len(lower) > len(c) {
-			return base[:len(base)-len(c)] + ".raw"
+			return base[:len(base)-len(c)] + ".raw", true
 		}
 	}
-	return base + ".raw"
+	return base + ".raw", !hasExtension(base)
+}
+
+// hasExtension tells whether name ends in an extension that says what the
+// file is (".iso", ".tar"; not the ".4" of "Build3.4"), as the image package
+// decides whether to look at the content.
+func hasExtension(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 || i == len(name)-1 || len(name)-i-1 > 10 {
+		return false
+	}
+	return strings.IndexFunc(name[i+1:], func(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }) >= 0
 }
 
 func contains(list []string, s string) bool {

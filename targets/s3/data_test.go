@@ -140,9 +140,17 @@ func TestDiskName(t *testing.T) {
 		"appliance-Build3.4":    "appliance-Build3.4.raw",
 		"appliance-1.2.raw.zst": "appliance-1.2.raw",
 	} {
-		if got := diskName(in); got != want {
-			t.Errorf("diskName(%q) = %q, want %q", in, got, want)
+		if got, ok := diskName(in); got != want || !ok {
+			t.Errorf("diskName(%q) = %q, %v; want %q", in, got, ok, want)
 		}
+	}
+	for _, in := range []string{"a.iso", "a.tar.xz", "a.qcow2.xz"} {
+		if _, ok := diskName(in); ok {
+			t.Errorf("diskName(%q) says it is a disk image", in)
+		}
+	}
+	if err := New().Check(testJob("a.iso"), []byte(withField(`"decompress":true`)), nil); err == nil || !strings.Contains(err.Error(), "decompress") {
+		t.Errorf("decompress of a.iso: %v, want refused naming decompress", err)
 	}
 	// Check names the stored file accordingly.
 	p, err := makePlan(testJob("a.qcow2"), []byte(withField(`"decompress":true`)), time.Now())

@@ -37,7 +37,10 @@ func makePlan(job targets.Job, data []byte, now time.Time) (*plan, error) {
 	}
 	name := job.Filename
 	if c.Decompress {
-		name = diskName(name)
+		var ok bool
+		if name, ok = diskName(name); !ok {
+			return nil, invalid("decompress: %q is not a disk image (raw, img, vhdfixed or qcow2, possibly compressed with xz, gz or zst)", clip(job.Filename))
+		}
 	}
 	key, latest, err := keys(c.Prefix, vars{job: job, filename: name, date: now})
 	if err != nil {
