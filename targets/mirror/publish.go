@@ -79,8 +79,8 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 	// written back. No lock is needed: a link to a file that prune removes
 	// afterwards keeps its content, and a failed link just keeps the copy.
 	deduped := false
-	if builds, err := ListBuilds(seriesDir); err == nil && len(builds) > 0 {
-		deduped = dedup(builds[len(builds)-1], filepath.Join(fileDir, filename), sum, size, log)
+	if prev, ok := newestBuild(seriesDir); ok {
+		deduped = dedup(prev, filepath.Join(fileDir, filename), sum, size, log)
 	}
 	if !deduped {
 		if err := syncFile(filepath.Join(fileDir, filename)); err != nil {
@@ -131,8 +131,8 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 	if !deduped {
 		// A build published meanwhile may hold the file: dedup again (the
 		// copy is already on disk: this only saves space).
-		if builds, err := ListBuilds(seriesDir); err == nil && len(builds) > 0 {
-			dedup(builds[len(builds)-1], filepath.Join(fileDir, filename), sum, size, log)
+		if prev, ok := newestBuild(seriesDir); ok {
+			dedup(prev, filepath.Join(fileDir, filename), sum, size, log)
 		}
 	}
 	for _, l := range o.Links {

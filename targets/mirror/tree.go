@@ -104,6 +104,28 @@ func ListBuilds(dir string) ([]Build, error) {
 	return builds, nil
 }
 
+// newestBuild returns the build of the series directory dir whose id orders
+// last, reading only as much as it needs to.
+func newestBuild(dir string) (Build, bool) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return Build{}, false
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Slice(names, func(i, j int) bool { return CompareIDs(names[i], names[j]) > 0 })
+	for _, name := range names {
+		if b, ok, err := readBuild(filepath.Join(dir, name)); err == nil && ok {
+			return b, true
+		}
+	}
+	return Build{}, false
+}
+
 func readBuild(dir string) (Build, bool, error) {
 	b := Build{ID: filepath.Base(dir), Dir: dir}
 	st, err := os.Stat(filepath.Join(dir, ManifestName))
