@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -52,7 +53,7 @@ func movePointer(ctx context.Context, api pointerAPI, log *targets.Log, p pointe
 			Body:                    strings.NewReader(p.target + "\n"),
 			ContentType:             aws.String("text/plain; charset=utf-8"),
 			CacheControl:            aws.String("no-cache"),
-			WebsiteRedirectLocation: aws.String("/" + p.target),
+			WebsiteRedirectLocation: aws.String((&url.URL{Path: "/" + p.target}).EscapedPath()),
 			Metadata:                map[string]string{metaOrder: order, metaJob: p.job},
 		}
 		if p.public {
