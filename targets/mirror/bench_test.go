@@ -59,7 +59,7 @@ func BenchmarkPublish(b *testing.B) {
 
 // BenchmarkPublishUnchanged publishes a 256 MiB file that the previous build
 // of the series already holds: the copy is hard-linked to the previous one
-// before it is written back, so no data is synced. Compared with the same
+// and dropped without fsync. Compared with the same
 // script as BenchmarkPublish.
 func BenchmarkPublishUnchanged(b *testing.B) {
 	const size = 256 << 20

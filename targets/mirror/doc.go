@@ -66,7 +66,8 @@
 //     received (not decompressed) and hashed on the way. When the newest
 //     build of the series lists a file with the same sha256 in its MANIFEST
 //     and that file has the same size, the copy is replaced by a hard link
-//     to it before it is ever written back (dedup: no data is written);
+//     to it, and the copy is dropped without being fsynced (dedup: the
+//     disk keeps one copy, and most of the new one is never written);
 //     otherwise the copy is fsynced. BUILD-INFO.txt, RESULT and RETENTION
 //     are written beside it.
 //  2. The series lock is taken. The build id is checked free and the links

@@ -74,9 +74,9 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 		return "", err
 	}
 	sums[rel] = sum
-	// Dedup before anything reaches the disk: when the newest build has
-	// this file, the copy is replaced by a hard link to its copy and never
-	// written back. No lock is needed: a link to a file that prune removes
+	// Dedup before the copy is fsynced: when the newest build has this
+	// file, the copy is replaced by a hard link to its copy and dropped
+	// while (mostly) still in the page cache. No lock is needed: a link to a file that prune removes
 	// afterwards keeps its content, and a failed link just keeps the copy.
 	deduped := false
 	if prev, ok := newestBuild(seriesDir); ok {
