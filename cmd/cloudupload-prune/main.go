@@ -58,9 +58,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	fs.SetOutput(stderr)
 	var policyFlags, mirrorFlags list
 	dryRun := fs.Bool("dry-run", false, "decide and print, delete nothing")
-	policyFile := fs.String("policies", "", "`FILE` of policies, one CLASS=RULE[,RULE…] per line")
-	fs.Var(&policyFlags, "policy", "`CLASS=RULE[,RULE…]` retention of a class, e.g. master=14d,keep=2 or release=forever (repeatable)")
-	fs.Var(&mirrorFlags, "mirror", "`NAME=DIR` a tree to prune (repeatable)")
+	policyFile := fs.String("policies", "", "read policies from `FILE`, one CLASS=RULE[,RULE…] per line")
+	fs.Var(&policyFlags, "policy", "retention of a class as `CLASS=RULE[,RULE…]`, e.g. master=14d,keep=2 or release=forever (repeatable)")
+	fs.Var(&mirrorFlags, "mirror", "a tree to prune, as `NAME=DIR` (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: cloudupload-prune [--dry-run] [--policy CLASS=RULES]... [--policies FILE] [--mirror NAME=DIR]... [DIR]...")
 		fs.PrintDefaults()
