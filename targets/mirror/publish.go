@@ -39,7 +39,7 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 			return "", cloudupload.Errorf(cloudupload.EINVALID, "series %s lies inside the build %s", o.Series, prefix)
 		}
 	}
-	if err := os.MkdirAll(seriesDir, 0o755); err != nil {
+	if err := mkdirAllSync(o.Tree.Dir, segs); err != nil {
 		return "", fmt.Errorf("create series %s: %w", o.Series, err)
 	}
 	staging, err := os.MkdirTemp(seriesDir, ".staging-"+o.BuildID+"-")
@@ -190,6 +190,26 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 		return "", err
 	}
 	return result, nil
+}
+
+// mkdirAllSync creates root/segs… as needed, fsyncing the parent of each
+// directory it creates so that a new series survives a crash.
+func mkdirAllSync(root string, segs []string) error {
+	dir := root
+	for _, seg := range segs {
+		parent := dir
+		dir = filepath.Join(dir, seg)
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		if err := syncDir(parent); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // freeID returns the build id to use: o.BuildID, or for a generated id that
