@@ -168,8 +168,9 @@ type Pruner struct {
 // Prune walks tree, and in each series, under the series lock (not taken in
 // a dry run, which changes nothing), decides for every build and deletes
 // those whose time has come: renamed to a hidden .trash-* name first (gone
-// from readers at once, and never half-deleted in sight), then removed. It
-// also removes .trash-* leftovers of an interrupted prune and staging
+// from readers at once, and never half-deleted in sight), then removed once
+// the lock is released. It also removes .trash-* leftovers of an
+// interrupted prune, .link-* leftovers of a killed publication and staging
 // directories older than StaleStaging. It returns every decision; a series
 // that fails (its error is returned, joined with the others') stops there
 // and the other series are still pruned.
@@ -291,14 +292,25 @@ func linksTo(protected map[string][]string, build string) []string {
 	return names
 }
 
-func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, treeLinks map[string][]string, policies map[string]Policy, now time.Time) ([]Decision, error) {
+func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, treeLinks map[string][]string, policies map[string]Policy, now time.Time) (_ []Decision, err error) {
 	dir := filepath.Join(tree.Dir, filepath.FromSlash(series))
+	// Doomed builds are renamed to trash under the lock and removed after
+	// it is released, so publications do not wait for big removals.
+	var trash []string
 	if !p.DryRun {
-		lock, err := LockSeries(ctx, dir)
+		var lock *Lock
+		lock, err = LockSeries(ctx, dir)
 		if err != nil {
 			return nil, err
 		}
-		defer lock.Unlock()
+		defer func() { // assigns the named result err
+			lock.Unlock()
+			for _, t := range trash {
+				if rerr := os.RemoveAll(t); rerr != nil && err == nil {
+					err = fmt.Errorf("remove %s: %w", filepath.Base(t), rerr)
+				}
+			}
+		}()
 	}
 	// The series' own links are listed and resolved again, under the lock:
 	// a publication may have moved or added one since the scan. Links
@@ -333,7 +345,11 @@ func (p *Pruner) pruneSeries(ctx context.Context, tree Tree, series string, tree
 		if !d.Delete || p.DryRun {
 			return nil
 		}
-		return removeDir(dir, d.Build)
+		t, err := toTrash(dir, d.Build)
+		if t != "" {
+			trash = append(trash, t)
+		}
+		return err
 	}
 
 	// Leftovers first.
@@ -457,22 +473,23 @@ func fmtAge(d time.Duration) string {
 	}
 }
 
-// removeDir removes dir/name: renamed to a hidden trash name first, so it
-// leaves readers' sight at once, then removed.
-func removeDir(dir, name string) error {
+// toTrash takes dir/name out of readers' sight: a build is renamed to a
+// hidden .trash-* name, returned for removal; a leftover .trash-* directory
+// is returned as it is; a leftover .link-* symlink is removed at once.
+func toTrash(dir, name string) (string, error) {
 	src := filepath.Join(dir, name)
-	if strings.HasPrefix(name, ".trash-") || strings.HasPrefix(name, ".link-") {
-		return os.RemoveAll(src)
+	switch {
+	case strings.HasPrefix(name, ".trash-"):
+		return src, nil
+	case strings.HasPrefix(name, ".link-"):
+		return "", os.Remove(src)
 	}
 	trash, err := tempName(dir, ".trash-"+strings.TrimPrefix(name, ".")+"-")
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := os.Rename(src, trash); err != nil {
-		return fmt.Errorf("move %s to trash: %w", name, err)
+		return "", fmt.Errorf("move %s to trash: %w", name, err)
 	}
-	if err := os.RemoveAll(trash); err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
-	}
-	return nil
+	return trash, nil
 }
