@@ -43,7 +43,7 @@
 //
 //	<uploader> <user> <target> <image> <data file> <filename> <result file>
 //
-// and the environment CLOUDUPLOAD_JOB, _PROJECT, _REPOSITORY, _ARCH,
+// and the environment CLOUDUPLOAD_JOB, _USER, _FILENAME, _PROJECT, _REPOSITORY, _ARCH,
 // _PACKAGE plus Config.UploaderEnv, waits for it, writes the exit file and
 // exits. The daemon records the shim's pid and start time in job.json, so a
 // restarted daemon re-adopts a live shim (and not a recycled pid) or, when

@@ -187,5 +187,7 @@ func (m *Manager) env(j cloudupload.Job) []string {
 		"CLOUDUPLOAD_REPOSITORY="+j.Repository,
 		"CLOUDUPLOAD_ARCH="+j.Arch,
 		"CLOUDUPLOAD_PACKAGE="+j.Package,
+		"CLOUDUPLOAD_USER="+j.User,
+		"CLOUDUPLOAD_FILENAME="+j.Filename,
 	)
 }
