@@ -240,9 +240,16 @@ func readDisk(b *testing.B, path string) (time.Duration, int64) {
 // discards blocks, in a child process. It reports the upload's speed as a
 // ratio to just reading (and decompressing) the same image in the same run
 // (goal ≥ 0.9), the disk MiB/s, and the child's peak RSS (goal ≤ 256 MiB).
+// The machine may be busy with other work: each iteration takes the best of
+// several rounds of reading and of uploading (3 for raw, whose rounds are
+// short; 1 for xz, whose baseline is the mean of the reads around the
+// upload).
 func BenchmarkEBSUpload(b *testing.B) {
 	raw, xz := benchImages(b)
-	for _, c := range []struct{ name, path string }{{"raw", raw}, {"raw.xz", xz}} {
+	for _, c := range []struct {
+		name, path string
+		rounds     int
+	}{{"raw", raw, 3}, {"raw.xz", xz, 1}} {
 		b.Run(c.name, func(b *testing.B) {
 			srv := &benchEBS{}
 			ts := httptest.NewServer(srv)
@@ -251,27 +258,24 @@ func BenchmarkEBSUpload(b *testing.B) {
 			var peak int64
 			for range b.N {
 				readDisk(b, c.path) // warm the page cache
-				d1, size := readDisk(b, c.path)
-				if size != benchDiskSize {
-					b.Fatalf("disk of %d bytes", size)
+				bestRead, bestUp := time.Duration(1<<62), time.Duration(1<<62)
+				for range c.rounds {
+					d1, size := readDisk(b, c.path)
+					if size != benchDiskSize {
+						b.Fatalf("disk of %d bytes", size)
+					}
+					u, rss := benchUpload(b, srv, ts.URL, c.path)
+					peak = max(peak, rss)
+					d2, _ := readDisk(b, c.path)
+					if c.rounds == 1 {
+						bestRead = (d1 + d2) / 2
+					} else {
+						bestRead = min(bestRead, d1, d2)
+					}
+					bestUp = min(bestUp, u)
 				}
-				srv.blocks.Store(0)
-				cmd := exec.Command(os.Args[0], "-test.run=^$")
-				cmd.Env = append(os.Environ(), childEnv+"="+c.path, childEnv+"_URL="+ts.URL)
-				cmd.Stderr = os.Stderr
-				out, err := cmd.Output()
-				var res childResult
-				if jerr := json.Unmarshal(out, &res); jerr != nil || err != nil || res.Err != "" {
-					b.Fatalf("child: %v %v %s %s", err, jerr, res.Err, out)
-				}
-				if got, want := srv.blocks.Load(), int64(1<<30/blockSize); got < want || got != srv.changed.Load() {
-					b.Fatalf("endpoint got %d blocks, ChangedBlocksCount %d, want %d", got, srv.changed.Load(), want)
-				}
-				d2, _ := readDisk(b, c.path)
-				base += (d1 + d2) / 2 // around the upload: the machine may be busy with other work
-				up += time.Duration(res.Seconds * float64(time.Second))
-				rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
-				peak = max(peak, rss*1024)
+				base += bestRead
+				up += bestUp
 			}
 			b.ReportMetric(base.Seconds()/up.Seconds(), "ratio")
 			b.ReportMetric(float64(b.N)*benchDiskSize/(1<<20)/up.Seconds(), "MiB/s")
@@ -279,4 +283,24 @@ func BenchmarkEBSUpload(b *testing.B) {
 			b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
 		})
 	}
+}
+
+// benchUpload runs one upload in a child process and returns the time the
+// upload took (process start excluded) and the child's peak RSS in bytes.
+func benchUpload(b *testing.B, srv *benchEBS, url, path string) (time.Duration, int64) {
+	b.Helper()
+	srv.blocks.Store(0)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+path, childEnv+"_URL="+url)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	var res childResult
+	if jerr := json.Unmarshal(out, &res); jerr != nil || err != nil || res.Err != "" {
+		b.Fatalf("child: %v %v %s %s", err, jerr, res.Err, out)
+	}
+	if got, want := srv.blocks.Load(), int64(1<<30/blockSize); got < want || got != srv.changed.Load() {
+		b.Fatalf("endpoint got %d blocks, ChangedBlocksCount %d, want %d", got, srv.changed.Load(), want)
+	}
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
+	return time.Duration(res.Seconds * float64(time.Second)), rss * 1024
 }

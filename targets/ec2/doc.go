@@ -44,6 +44,9 @@
 // quota) and the target's own retries on top, then CompleteSnapshot with
 // the number of blocks sent. Memory is bounded by (workers+2) blocks
 // whatever the image size. No S3 bucket and no vmimport role are needed.
+// A raw image that is a sparse file is read only where it holds data
+// (SEEK_DATA). The uploader's environment may set CLOUDUPLOAD_EC2_WORKERS
+// (1–256, default 32) for the number of parallel block writes.
 //
 // method "import" uploads the raw disk to s3_bucket (multipart, bounded
 // memory), runs ImportSnapshot and waits for it, treating deleting/deleted

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -87,15 +88,24 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	if getenv == nil {
 		getenv = os.Getenv
 	}
+	workers := t.workers
+	if v := getenv("CLOUDUPLOAD_EC2_WORKERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 256 {
+			return "", fmt.Errorf("CLOUDUPLOAD_EC2_WORKERS=%q is not a number from 1 to 256", v)
+		}
+		workers = n
+	}
 	cfg, err := awsauth.Config(ctx, d.Region, awsauth.Role{
 		ARN: d.ARN, ExternalID: d.ExternalID, Session: "cloudupload-" + req.Job.ID,
-	}, awsauth.Options{MaxConns: t.workers})
+	}, awsauth.Options{MaxConns: workers})
 	if err != nil {
 		return "", err
 	}
 	req.Log.Printf("ec2: publishing %s as AMI %q in %s as role %s, session %s (method %s, arch %s)",
 		req.Job.Filename, d.AMIName, d.Region, d.ARN, awsauth.SessionName("cloudupload-"+req.Job.ID), d.Method, arch)
 	r := t.newRun(req, d, arch)
+	r.workers = workers
 	r.ebs = newEBSClient(cfg)
 	ec2Opts := func(o *ec2.Options) {
 		o.Retryer = retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = 6 })

@@ -117,9 +117,17 @@ func TestMotoThrottling(t *testing.T) {
 	disk := testDisk(12, func(i int) bool { return i != 5 })
 	name := "appliance.x86_64.raw"
 	im := writeImage(t, name, disk)
+	t.Setenv("CLOUDUPLOAD_EC2_WORKERS", "many")
+	if _, _, err := upload(t, context.Background(), testTarget(), testJob("10", name), jsonData(t, map[string]any{"ami_name": "throttled"}), im); err == nil || !strings.Contains(err.Error(), "CLOUDUPLOAD_EC2_WORKERS") {
+		t.Errorf("bad CLOUDUPLOAD_EC2_WORKERS: %v", err)
+	}
+	t.Setenv("CLOUDUPLOAD_EC2_WORKERS", "3")
 	res, log, err := upload(t, context.Background(), testTarget(), testJob("10", name), jsonData(t, map[string]any{"ami_name": "throttled"}), im)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(log, "with 3 parallel requests") {
+		t.Errorf("CLOUDUPLOAD_EC2_WORKERS=3 not used")
 	}
 	if injected < 3 {
 		t.Errorf("only %d failures injected", injected)
