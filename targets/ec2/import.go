@@ -143,7 +143,9 @@ func (r *run) putObject(ctx context.Context, bucket, key string, size int64) (er
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if _, aerr := r.s3.AbortMultipartUpload(cctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: uploadID}); aerr != nil {
-			r.log.Printf("could not abort the multipart upload to s3://%s/%s: %v", bucket, key, aerr)
+			r.log.Printf("could not abort the multipart upload to s3://%s/%s: %v (abort it by hand)", bucket, key, aerr)
+		} else {
+			r.log.Printf("aborted the multipart upload to s3://%s/%s", bucket, key)
 		}
 	}()
 

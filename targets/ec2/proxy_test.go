@@ -3,6 +3,7 @@ package ec2
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -390,6 +391,34 @@ func TestMotoImportKilled(t *testing.T) {
 	}
 	if f.cancels != 1 {
 		t.Errorf("import task cancelled %d times, want 1", f.cancels)
+	}
+	if left := leftovers(t, c, []string{"us-east-1"}, "image-staging"); len(left) > 0 {
+		t.Errorf("left over: %v", left)
+	}
+}
+
+// TestMotoImportKilledWhileStaging cancels during the multipart upload: the
+// upload is aborted and no object is left.
+func TestMotoImportKilledWhileStaging(t *testing.T) {
+	m := awstest.Start(t)
+	m.Setenv(t)
+	c := clientsFor(m.URL)
+	if _, err := c.s3.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("image-staging")}); err != nil {
+		t.Fatal(err)
+	}
+	disk := testDisk(80, func(int) bool { return true }) // 40 MiB: three parts
+	ctx, cancel := context.WithCancel(context.Background())
+	im := &cancelAfter{Image: writeImage(t, "appliance.x86_64.raw", disk), n: int64(len(disk)) * 3 / 4, cancel: cancel}
+	_, log, err := upload(t, ctx, testTarget(), testJob("14", "appliance.x86_64.raw"),
+		jsonData(t, map[string]any{"ami_name": "staging-killed", "method": "import", "s3_bucket": "image-staging"}), im)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if !strings.Contains(log, "aborted the multipart upload") {
+		t.Errorf("the log does not say the multipart upload was aborted")
+	}
+	if strings.Contains(log, "import snapshot from") {
+		t.Errorf("the import started although the staging upload was cancelled")
 	}
 	if left := leftovers(t, c, []string{"us-east-1"}, "image-staging"); len(left) > 0 {
 		t.Errorf("left over: %v", left)
