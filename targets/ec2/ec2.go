@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -17,6 +18,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+
+	"github.com/cloudupload/cloudupload"
 
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/targets/awsauth"
@@ -124,7 +128,33 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	pathStyle := cfg.BaseEndpoint != nil || getenv("AWS_ENDPOINT_URL_S3") != ""
 	r.s3 = s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = pathStyle })
 	res, err := r.publish(ctx)
+	if err != nil {
+		if e := assumeRoleError(err, d); e != nil {
+			return "", e
+		}
+	}
 	return res, tidy(err)
+}
+
+// assumeRoleError says plainly that the user's role could not be assumed,
+// the commonest misconfiguration, when that is why err happened.
+func assumeRoleError(err error, d *data) error {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		oe, ok := e.(*smithy.OperationError)
+		if !ok || oe.ServiceID != "STS" {
+			continue
+		}
+		why := "no answer"
+		var ae smithy.APIError
+		if errors.As(oe.Err, &ae) {
+			why = ae.ErrorCode() + ": " + ae.ErrorMessage()
+		} else if oe.Err != nil {
+			why = oe.Err.Error()
+		}
+		return &cloudupload.Error{Code: cloudupload.EINVALID, Err: err, Message: fmt.Sprintf(
+			"cannot assume role %s (check arn, external_id and the role's trust policy): %s", d.ARN, why)}
+	}
+	return nil
 }
 
 // sdkNoise matches how the SDK spells a failed call, to say it shorter.

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/targets/awstest"
 )
 
@@ -423,4 +424,27 @@ func TestMotoImportKilledWhileStaging(t *testing.T) {
 	if left := leftovers(t, c, []string{"us-east-1"}, "image-staging"); len(left) > 0 {
 		t.Errorf("left over: %v", left)
 	}
+}
+
+// TestMotoAssumeRoleDenied: a role the service may not assume fails the job
+// with a message saying so, before anything is created.
+func TestMotoAssumeRoleDenied(t *testing.T) {
+	m := awstest.Start(t)
+	m.Setenv(t)
+	startProxy(t, m, func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if action(r, body) != "AssumeRole" {
+			return false
+		}
+		w.Header().Set("Content-Type", "text/xml")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform: sts:AssumeRole</Message></Error><RequestId>r-9</RequestId></ErrorResponse>`)
+		return true
+	})
+	im := writeImage(t, "appliance.x86_64.raw", testDisk(2, func(int) bool { return true }))
+	_, _, err := upload(t, context.Background(), testTarget(), testJob("15", "appliance.x86_64.raw"), jsonData(t, map[string]any{"ami_name": "denied"}), im)
+	msg := cloudupload.ErrorMessage(err)
+	if !strings.Contains(msg, "cannot assume role "+testARN) || !strings.Contains(msg, "AccessDenied") {
+		t.Errorf("error %q, want one saying the role cannot be assumed", msg)
+	}
+	t.Logf("job details: %s", msg)
 }
