@@ -130,6 +130,7 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	res, err := r.publish(ctx)
 	if err != nil {
 		if e := assumeRoleError(err, d); e != nil {
+			req.Log.Printf("%v", tidy(err)) // the whole chain, for whoever debugs it
 			return "", e
 		}
 	}
@@ -151,7 +152,7 @@ func assumeRoleError(err error, d *data) error {
 		} else if oe.Err != nil {
 			why = oe.Err.Error()
 		}
-		return &cloudupload.Error{Code: cloudupload.EINVALID, Err: err, Message: fmt.Sprintf(
+		return &cloudupload.Error{Code: cloudupload.EINVALID, Message: fmt.Sprintf(
 			"cannot assume role %s (check arn, external_id and the role's trust policy): %s", d.ARN, why)}
 	}
 	return nil
