@@ -22,7 +22,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/targets/awstest"
 )
 
