@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/atomicfile"
 )
 
 // Names of the files and directories under Config.StateDir (see doc.go).
@@ -27,60 +28,14 @@ const (
 
 	// tmpMarker is part of the name of every temporary file of an atomic
 	// write (".<name>.tmp-<random>"); leftovers are removed at Open.
-	tmpMarker = ".tmp-"
+	tmpMarker = atomicfile.TempMarker
 )
 
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory is written, synced and renamed over path, then the directory is
-// synced, so a crash leaves either the old or the new content.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir, name := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+name+tmpMarker+"*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes the entries of dir (creations, renames, removals) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// isTemp reports whether name is a temporary file of an atomic write.
-func isTemp(name string) bool {
-	return strings.HasPrefix(name, ".") && strings.Contains(name, tmpMarker)
-}
+// writeFileAtomic and syncDir: see package atomicfile.
+var (
+	writeFileAtomic = atomicfile.WriteFile
+	syncDir         = atomicfile.SyncDir
+)
 
 // removeTemps removes temporary files left in dir by interrupted atomic writes.
 func removeTemps(dir string) error {
@@ -89,7 +44,7 @@ func removeTemps(dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if isTemp(e.Name()) {
+		if atomicfile.IsTemp(e.Name()) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !os.IsNotExist(err) {
 				return err
 			}

@@ -7,12 +7,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	cloudupload "github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/atomicfile"
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/uploader/image"
 )
@@ -412,35 +412,7 @@ func oneLine(s string) string {
 	return s
 }
 
-// writeResult writes the result file atomically: a temporary file beside
-// it, fsync, rename, fsync of the directory.
+// writeResult writes the result file atomically, as one line.
 func writeResult(path, line string) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.WriteString(line + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, []byte(line+"\n"), 0o644)
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloudupload/cloudupload/internal/atomicfile"
 )
 
 // CompareIDs orders build ids naturally: runs of digits compare as numbers
@@ -256,14 +258,5 @@ func LockSeries(ctx context.Context, dir string) (*Lock, error) {
 // Unlock releases the lock.
 func (l *Lock) Unlock() error { return l.f.Close() }
 
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
+// syncDir makes dir's entries durable; see package atomicfile.
+var syncDir = atomicfile.SyncDir

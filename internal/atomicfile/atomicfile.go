@@ -1,0 +1,71 @@
+// Package atomicfile writes files so that a crash at any moment leaves either
+// the old content or the new one, never a mix: a temporary file in the same
+// directory is written and synced, renamed over the target, and the
+// directory is synced. The daemon's job store, its key pair, the uploader's
+// result file and the mirror target all write through it.
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// TempMarker is part of the name of every temporary file of a write
+// (".<name>.tmp-<random>"), so leftovers of a crash can be recognised and
+// removed (see IsTemp).
+const TempMarker = ".tmp-"
+
+// WriteFile replaces path with data, with permissions perm.
+func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+name+TempMarker+"*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// SyncDir makes the entries of dir (creations, renames, removals) durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// IsTemp reports whether a directory entry name is a temporary file left by
+// an interrupted WriteFile.
+func IsTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, TempMarker)
+}
