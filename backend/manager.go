@@ -637,19 +637,6 @@ type fetchError struct{ err error }
 func (e *fetchError) Error() string { return "fetch image: " + e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
-// writebackChunk is how much received data may wait in the page cache
-// before the kernel is asked to start writing it out.
-const writebackChunk = 8 << 20
-
-// startWriteback asks the kernel to start writing n bytes at off to disk
-// without waiting, so that the fsync at the end of a receive has little
-// left to do and large images do not pile up as dirty pages. It is only a
-// hint: errors are ignored, the final fsync is what guarantees durability.
-func startWriteback(f *os.File, off, n int64) {
-	const syncFileRangeWrite = 2 // SYNC_FILE_RANGE_WRITE, linux/fs.h
-	_ = syscall.SyncFileRange(int(f.Fd()), off, n, syncFileRangeWrite)
-}
-
 // writeImage writes the image of job id from r (at most limit+1 bytes when
 // limit >= 0, to notice a long body), syncs it, and returns its size.
 func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64) (n int64, err error) {
@@ -666,7 +653,6 @@ func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit i
 		r = io.LimitReader(r, limit+1)
 	}
 	buf := make([]byte, receiveBufferSize)
-	var flushed int64 // bytes handed to writeback so far
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
@@ -677,10 +663,6 @@ func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit i
 			n += int64(nw)
 			if werr != nil {
 				return n, werr
-			}
-			if n-flushed >= writebackChunk {
-				startWriteback(f, flushed, n-flushed)
-				flushed = n
 			}
 		}
 		if rerr == io.EOF {
