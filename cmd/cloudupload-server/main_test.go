@@ -29,7 +29,9 @@ import (
 
 func TestMain(m *testing.M) {
 	backend.RunShimIfRequested()
-	os.Exit(m.Run())
+	code := m.Run()
+	os.RemoveAll(keysDir)
+	os.Exit(code)
 }
 
 // testUploader is the uploader of the end-to-end tests: a shell script with
@@ -65,9 +67,17 @@ esac
 echo "unknown mode" >"$result"; exit 3
 `
 
-// testKeys is one key pair for the tests that do not test generation.
-var testKeys = sync1(func() (string, string) {
-	dir, _ := os.MkdirTemp("", "cloudupload-keys")
+// keysDir holds testKeys' pair; TestMain removes it.
+var keysDir string
+
+// testKeys is one key pair for the tests that do not test generation,
+// made once per test binary.
+var testKeys = sync.OnceValues(func() (string, string) {
+	dir, err := os.MkdirTemp("", "cloudupload-keys")
+	if err != nil {
+		panic(err)
+	}
+	keysDir = dir
 	k, _ := rsa.GenerateKey(rand.Reader, 2048)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
 	pubDER, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
@@ -76,18 +86,6 @@ var testKeys = sync1(func() (string, string) {
 	os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
 	return pub, priv
 })
-
-func sync1(f func() (string, string)) func() (string, string) {
-	var a, b string
-	done := false
-	return func() (string, string) {
-		if !done {
-			a, b = f()
-			done = true
-		}
-		return a, b
-	}
-}
 
 // env is one daemon under test with its directories.
 type env struct {
