@@ -15,13 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload/internal/testutil"
+
 	"github.com/cloudupload/cloudupload"
 )
 
 // TestLifecycle follows one job through every state of a successful
 // upload, checking memory and disk at each step.
 func TestLifecycle(t *testing.T) {
-	var logbuf syncBuffer
+	var logbuf testutil.SyncBuffer
 	cfg := daemonConfig(t.TempDir())
 	cfg.Logger = slog.New(slog.NewTextHandler(&logbuf, nil))
 	cfg.MaxUploads = 1
@@ -127,23 +129,6 @@ func TestLifecycle(t *testing.T) {
 	if _, err := m.Get(99); cloudupload.ErrorCode(err) != cloudupload.ENOTFOUND {
 		t.Fatalf("get unknown: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
 }
 
 func TestUploadFailures(t *testing.T) {

@@ -3,37 +3,15 @@ package xmlapi
 import (
 	"bytes"
 	"encoding/hex"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cloudupload/cloudupload/internal/testutil"
 
 	"github.com/beevik/etree"
 
 	"github.com/cloudupload/cloudupload"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./xmlapi -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs:\ngot:\n%s\nwant:\n%s", name, got, want)
-	}
-}
 
 // obsJob is the job of OBS's documentation, with every public field set and
 // the daemon's bookkeeping set too (which must not appear).
@@ -76,7 +54,7 @@ func TestDocuments(t *testing.T) {
 		{"pubkeyinfo.xml", Pubkey(PubkeyInfo{KeyID: "89abcdef", Algo: "rsa", KeySize: 3072, Fingerprint: "0123 4567 89ab cdef",
 			PEM: []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")})},
 	} {
-		t.Run(c.name, func(t *testing.T) { golden(t, c.name, c.doc) })
+		t.Run(c.name, func(t *testing.T) { testutil.Golden(t, c.name, c.doc) })
 	}
 }
 

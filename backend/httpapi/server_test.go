@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,28 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload/internal/testutil"
+
 	"github.com/cloudupload/cloudupload"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./backend/httpapi -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs:\ngot:\n%s\nwant:\n%s", name, got, want)
-	}
-}
 
 // testKey is one RSA key for all tests (generation is slow).
 var testKey = func() []byte {
@@ -226,7 +207,7 @@ func TestRoutes(t *testing.T) {
 			}
 			// The public key and the log's mtime vary; everything else is golden.
 			if c.name != "pubkey-info" {
-				golden(t, c.name+".txt", resp)
+				testutil.Golden(t, c.name+".txt", resp)
 			}
 		})
 	}
@@ -296,7 +277,7 @@ func TestToken(t *testing.T) {
 		t.Errorf("killed %v", m.killed)
 	}
 	_, resp := do(t, ts, request{"POST", "/cloudupload/2?cmd=kill", nil, ""})
-	golden(t, "unauthorized.txt", resp)
+	testutil.Golden(t, "unauthorized.txt", resp)
 }
 
 // TestPutLength checks that a PUT without Content-Length (chunked) is
@@ -314,7 +295,7 @@ func TestPutLength(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	golden(t, "put-chunked.txt", []byte(fmt.Sprintf("%s\nContent-Type: %s\n\n%s", resp.Status, resp.Header.Get("Content-Type"), body)))
+	testutil.Golden(t, "put-chunked.txt", []byte(fmt.Sprintf("%s\nContent-Type: %s\n\n%s", resp.Status, resp.Header.Get("Content-Type"), body)))
 	if j, _ := m.Get(1); j.State != cloudupload.StateCreated {
 		t.Errorf("state %s after a refused PUT", j.State)
 	}

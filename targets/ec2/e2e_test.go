@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload/internal/testutil"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/ulikunitz/xz"
 
@@ -63,7 +65,7 @@ func startServer(t *testing.T, bin, buildRoot string, env []string) string {
 	})
 	urlRE := regexp.MustCompile(`https?://127\.0\.0\.1:\d+`)
 	found := make(chan string, 1)
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload/internal/testutil"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
@@ -328,7 +330,7 @@ type fakeWorld struct {
 	ebs   *fakeEBS
 	ec2   map[string]*fakeEC2
 	s3    *fakeS3
-	log   *syncBuffer
+	log   *testutil.SyncBuffer
 	image *memImage
 }
 
@@ -338,7 +340,7 @@ func fakeRun(t *testing.T, raw string, disk []byte) (*run, *fakeWorld) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &fakeWorld{ebs: &fakeEBS{}, ec2: map[string]*fakeEC2{}, s3: newFakeS3(), log: &syncBuffer{}, image: &memImage{disk: disk}}
+	w := &fakeWorld{ebs: &fakeEBS{}, ec2: map[string]*fakeEC2{}, s3: newFakeS3(), log: &testutil.SyncBuffer{}, image: &memImage{disk: disk}}
 	for _, region := range append([]string{d.Region}, d.CopyRegions...) {
 		w.ec2[region] = newFakeEC2(region)
 	}

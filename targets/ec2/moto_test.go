@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudupload/cloudupload/internal/testutil"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -100,23 +101,6 @@ func writeImage(t *testing.T, name string, disk []byte) targets.Image {
 	return im
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func testJob(id, filename string) targets.Job {
 	return targets.Job{ID: id, User: "tester", Project: "home:tester", Repository: "images",
 		Arch: "x86_64", Package: "appliance", Filename: filename}
@@ -137,7 +121,7 @@ func jsonData(t *testing.T, m map[string]any) []byte {
 
 func upload(t *testing.T, ctx context.Context, tg *Target, job targets.Job, data []byte, im targets.Image) (string, string, error) {
 	t.Helper()
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	res, err := tg.Upload(ctx, targets.Request{Job: job, Data: data, Image: im, Log: targets.NewLog(&log), Getenv: os.Getenv})
 	t.Logf("log:\n%s", log.String())
 	for _, secret := range []string{awstest.SecretKey, awstest.AccessKey} {
@@ -464,7 +448,7 @@ func TestMotoCopyFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	r := tg.newRun(targets.Request{Job: testJob("9", name), Image: im, Log: targets.NewLog(&log)}, d, "x86_64")
 	r.ebs, r.ec2 = c.ebs, c.ec2
 	r.ec2In = func(region string) ec2API { return failingCopy{c.ec2In(region)} }

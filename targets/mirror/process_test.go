@@ -1,16 +1,16 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloudupload/cloudupload/internal/testutil"
 
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/uploader"
@@ -53,24 +53,6 @@ type fifoImage struct {
 
 func (f fifoImage) Path() string { return f.path }
 
-// syncBuffer is a bytes.Buffer safe for a child's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The uploader process killed with SIGTERM while it copies the image: it
 // exits as killed and the tree holds nothing of the publication.
 func TestSIGTERMMidCopyLeavesNothing(t *testing.T) {
@@ -86,7 +68,7 @@ func TestSIGTERMMidCopyLeavesNothing(t *testing.T) {
 	data := filepath.Join(dir, "data.json")
 	os.WriteFile(data, []byte(`{"tree":"t","series":"s","build_id":"1","links":["latest"]}`), 0o600)
 	result := filepath.Join(dir, "result")
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	cmd := exec.Command(os.Args[0], "alice", "mirror", img, data, "image.raw", result)
 	cmd.Env = append(os.Environ(), "MIRROR_TEST_UPLOADER=1", "MIRROR_TEST_FIFO="+fifo, EnvMirrors+"=t="+tree, "CLOUDUPLOAD_JOB=7")
 	cmd.Stdout, cmd.Stderr = log, log
