@@ -7,16 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/cloudupload/cloudupload/internal/testutil"
 	"github.com/cloudupload/cloudupload/targets"
 )
 
@@ -35,6 +40,7 @@ type recorder struct {
 	failPart int32
 	delay    time.Duration
 	stall    map[int32]int // tries of a part that hang until cancelled
+	revives  int           // times the upload comes back after an abort (a late part)
 }
 
 func newRecorder() *recorder {
@@ -114,6 +120,21 @@ func (r *recorder) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipa
 	r.aborts++
 	r.abortAt = r.inFlight
 	return &s3.AbortMultipartUploadOutput{}, nil
+}
+
+// ListParts answers as S3 after an abort: 404 NoSuchUpload, unless a late
+// part revives the upload (revives times).
+func (r *recorder) ListParts(ctx context.Context, in *s3.ListPartsInput, _ ...func(*s3.Options)) (*s3.ListPartsOutput, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.revives > 0 {
+		r.revives--
+		return &s3.ListPartsOutput{}, nil
+	}
+	return nil, &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
+		Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 404}},
+		Err:      errors.New("NoSuchUpload"),
+	}}
 }
 
 func (r *recorder) HeadObject(ctx context.Context, in *s3.HeadObjectInput, _ ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
@@ -203,6 +224,22 @@ func TestAbortAfterParts(t *testing.T) {
 		if r.complete != nil || r.aborts != 1 || r.abortAt != 0 {
 			t.Fatalf("stream=%v: completed %v, %d aborts with %d parts in flight; want 1 abort, none in flight", stream, r.complete != nil, r.aborts, r.abortAt)
 		}
+	}
+}
+
+// TestAbortUntilGone: a late part that brings the upload back after the
+// abort (S3 documents it may) gets the upload aborted again, until S3 no
+// longer knows it.
+func TestAbortUntilGone(t *testing.T) {
+	r := newRecorder()
+	r.failPart, r.revives = 2, 2
+	var log testutil.SyncBuffer
+	u := &uploader{api: r, log: targets.NewLog(&log), parallel: 4, partSize: fakePart}
+	if _, err := u.put(context.Background(), fakeObject(t, testData(4*fakePart, 6), false)); err == nil {
+		t.Fatal("a failed part did not fail the upload")
+	}
+	if r.aborts != 3 || !strings.Contains(log.String(), "no parts are left") {
+		t.Fatalf("%d aborts, want 3; log:\n%s", r.aborts, log.String())
 	}
 }
 

@@ -33,6 +33,7 @@ type uploadAPI interface {
 	UploadPart(context.Context, *s3.UploadPartInput, ...func(*s3.Options)) (*s3.UploadPartOutput, error)
 	CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
 	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	ListParts(context.Context, *s3.ListPartsInput, ...func(*s3.Options)) (*s3.ListPartsOutput, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
@@ -46,6 +47,7 @@ const (
 	maxBuffers  = 256 << 20         // memory for part buffers when streaming
 	parallel    = 8                 // parts in flight
 	cleanupTime = 2 * time.Minute   // budget for aborting after a kill
+	maxAborts   = 6                 // aborts of one multipart upload before giving up
 	hashBuffer  = 1 << 20           // read size of the checksum pass
 	metaSHA256  = "sha256"          // x-amz-meta-sha256: hex SHA-256 of the object
 	metaJob     = "cloudupload-job" // x-amz-meta-cloudupload-job: "<job id> <start>"
@@ -483,12 +485,36 @@ func unsignedPayload(o *s3.Options) {
 func (u *uploader) abort(ctx context.Context, o *object, id *string) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTime)
 	defer cancel()
-	_, err := u.api.AbortMultipartUpload(cctx, &s3.AbortMultipartUploadInput{Bucket: &o.bucket, Key: &o.key, UploadId: id})
-	if err != nil && !isStatus(err, 404) {
-		u.log.Printf("could not abort the multipart upload to s3://%s/%s (a bucket lifecycle rule for incomplete uploads would remove its parts): %s", o.bucket, o.key, summary(err))
-		return
+	// A part the server was still storing when the abort arrived can bring
+	// the upload back (S3 documents that an upload may need aborting more
+	// than once), so abort until S3 no longer knows the upload.
+	wait := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		_, err := u.api.AbortMultipartUpload(cctx, &s3.AbortMultipartUploadInput{Bucket: &o.bucket, Key: &o.key, UploadId: id})
+		if err != nil && !isStatus(err, 404) {
+			u.log.Printf("could not abort the multipart upload to s3://%s/%s (a bucket lifecycle rule for incomplete uploads would remove its parts): %s", o.bucket, o.key, summary(err))
+			return
+		}
+		select {
+		case <-cctx.Done():
+			u.log.Printf("aborted the multipart upload to s3://%s/%s, but could not confirm it is gone", o.bucket, o.key)
+			return
+		case <-time.After(wait):
+		}
+		_, err = u.api.ListParts(cctx, &s3.ListPartsInput{Bucket: &o.bucket, Key: &o.key, UploadId: id, MaxParts: aws.Int32(1)})
+		switch {
+		case isStatus(err, 404):
+			u.log.Printf("aborted the multipart upload to s3://%s/%s: no parts are left", o.bucket, o.key)
+			return
+		case err != nil:
+			u.log.Printf("aborted the multipart upload to s3://%s/%s, but could not confirm it is gone: %s", o.bucket, o.key, summary(err))
+			return
+		case try == maxAborts:
+			u.log.Printf("the multipart upload to s3://%s/%s is still there after %d aborts (a bucket lifecycle rule for incomplete uploads would remove its parts)", o.bucket, o.key, try)
+			return
+		}
+		wait *= 2
 	}
-	u.log.Printf("aborted the multipart upload to s3://%s/%s: no parts are left", o.bucket, o.key)
 }
 
 // removeIfOurs deletes the object if this upload created it (a completion
