@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -16,6 +17,7 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/cloudupload/cloudupload/targets"
+	s3target "github.com/cloudupload/cloudupload/targets/s3"
 )
 
 const (
@@ -142,7 +144,7 @@ func (r *run) putObject(ctx context.Context, bucket, key string, size int64) (er
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		if _, aerr := r.s3.AbortMultipartUpload(cctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: uploadID}); aerr != nil {
+		if aerr := s3target.AbortMultipartUpload(cctx, r.s3, bucket, key, uploadID); aerr != nil {
 			r.log.Printf("could not abort the multipart upload to s3://%s/%s: %v (abort it by hand)", bucket, key, aerr)
 		} else {
 			r.log.Printf("aborted the multipart upload to s3://%s/%s", bucket, key)

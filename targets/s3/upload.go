@@ -485,33 +485,45 @@ func unsignedPayload(o *s3.Options) {
 func (u *uploader) abort(ctx context.Context, o *object, id *string) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTime)
 	defer cancel()
-	// A part the server was still storing when the abort arrived can bring
-	// the upload back (S3 documents that an upload may need aborting more
-	// than once), so abort until S3 no longer knows the upload.
+	if err := AbortMultipartUpload(cctx, u.api, o.bucket, o.key, id); err != nil {
+		u.log.Printf("could not abort the multipart upload to s3://%s/%s (a bucket lifecycle rule for incomplete uploads would remove its parts): %s", o.bucket, o.key, summary(err))
+		return
+	}
+	u.log.Printf("aborted the multipart upload to s3://%s/%s: no parts are left", o.bucket, o.key)
+}
+
+// AbortAPI is what AbortMultipartUpload needs of an S3 client.
+type AbortAPI interface {
+	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	ListParts(context.Context, *s3.ListPartsInput, ...func(*s3.Options)) (*s3.ListPartsOutput, error)
+}
+
+// AbortMultipartUpload aborts multipart upload id of bucket/key and returns
+// nil once S3 no longer knows it. A part the server was still storing when
+// the abort arrived can bring the upload back (S3 documents that an upload
+// may need aborting more than once), so after each abort the upload is
+// looked up with ListParts and aborted again, up to maxAborts times with
+// backoff, until S3 answers 404. The caller bounds the time with ctx.
+func AbortMultipartUpload(ctx context.Context, api AbortAPI, bucket, key string, id *string) error {
 	wait := 100 * time.Millisecond
 	for try := 1; ; try++ {
-		_, err := u.api.AbortMultipartUpload(cctx, &s3.AbortMultipartUploadInput{Bucket: &o.bucket, Key: &o.key, UploadId: id})
+		_, err := api.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &bucket, Key: &key, UploadId: id})
 		if err != nil && !isStatus(err, 404) {
-			u.log.Printf("could not abort the multipart upload to s3://%s/%s (a bucket lifecycle rule for incomplete uploads would remove its parts): %s", o.bucket, o.key, summary(err))
-			return
+			return err
 		}
 		select {
-		case <-cctx.Done():
-			u.log.Printf("aborted the multipart upload to s3://%s/%s, but could not confirm it is gone", o.bucket, o.key)
-			return
+		case <-ctx.Done():
+			return fmt.Errorf("confirm the abort: %w", ctx.Err())
 		case <-time.After(wait):
 		}
-		_, err = u.api.ListParts(cctx, &s3.ListPartsInput{Bucket: &o.bucket, Key: &o.key, UploadId: id, MaxParts: aws.Int32(1)})
+		_, err = api.ListParts(ctx, &s3.ListPartsInput{Bucket: &bucket, Key: &key, UploadId: id, MaxParts: aws.Int32(1)})
 		switch {
 		case isStatus(err, 404):
-			u.log.Printf("aborted the multipart upload to s3://%s/%s: no parts are left", o.bucket, o.key)
-			return
+			return nil
 		case err != nil:
-			u.log.Printf("aborted the multipart upload to s3://%s/%s, but could not confirm it is gone: %s", o.bucket, o.key, summary(err))
-			return
+			return fmt.Errorf("confirm the abort: %w", err)
 		case try == maxAborts:
-			u.log.Printf("the multipart upload to s3://%s/%s is still there after %d aborts (a bucket lifecycle rule for incomplete uploads would remove its parts)", o.bucket, o.key, try)
-			return
+			return fmt.Errorf("the upload is still there after %d aborts", try)
 		}
 		wait *= 2
 	}
