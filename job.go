@@ -70,29 +70,29 @@ const (
 )
 
 // Job is one upload. The first block of fields is OBS's public job document;
-// the second is the daemon's own bookkeeping, stored on disk but never shown
-// to API clients.
+// the second is the daemon's own bookkeeping, stored on disk (job.json, with
+// the JSON names below) but never shown to API clients.
 type Job struct {
-	ID         int64
-	State      State
-	Details    string
-	Progress   string // percentage, "" when unknown
-	Created    int64  // unix seconds
-	User       string
-	Target     string
-	Project    string
-	Repository string
-	Package    string
-	Arch       string
-	Filename   string
-	Size       int64 // image size in bytes, 0 when unknown
-	Pid        int   // supervising process while receiving/uploading, 0 otherwise
+	ID         int64  `json:"id"`
+	State      State  `json:"state"`
+	Details    string `json:"details"`
+	Progress   string `json:"progress"` // percentage, "" when unknown
+	Created    int64  `json:"created"`  // unix seconds
+	User       string `json:"user"`
+	Target     string `json:"target"`
+	Project    string `json:"project"`
+	Repository string `json:"repository"`
+	Package    string `json:"package"`
+	Arch       string `json:"arch"`
+	Filename   string `json:"filename"`
+	Size       int64  `json:"size"` // image size in bytes, 0 when unknown
+	Pid        int    `json:"pid"`  // supervising process while receiving/uploading, 0 otherwise
 
-	Origin   Origin
-	PidStart uint64 // start time of Pid in clock ticks since boot (/proc/<pid>/stat field 22), to tell a recycled pid
-	Updated  int64  // unix seconds of the last state change
-	Started  int64  // unix seconds the upload started, 0 before
-	Finished int64  // unix seconds the job became final, 0 before
+	Origin   Origin `json:"origin"`
+	PidStart uint64 `json:"pid_start"` // start time of Pid in clock ticks since boot (/proc/<pid>/stat field 22), to tell a recycled pid
+	Updated  int64  `json:"updated"`   // unix seconds of the last state change
+	Started  int64  `json:"started"`   // unix seconds the upload started, 0 before
+	Finished int64  `json:"finished"`  // unix seconds the job became final, 0 before
 }
 
 // Name is the job's public name, its decimal id.

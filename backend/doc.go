@@ -26,7 +26,7 @@
 // the same directory, fsync, rename, fsync of the directory; temporary files
 // left by a crash are removed at start. A job's state is on disk before it
 // is visible through the API or acted upon. Times in job.json are unix
-// seconds; PidStart is the start time of Pid in clock ticks since boot
+// seconds; pid_start is the start time of pid in clock ticks since boot
 // (/proc/<pid>/stat field 22).
 //
 // With a retention configured, finished jobs are removed that long after
