@@ -118,8 +118,6 @@ func do(t *testing.T, ts *httptest.Server, req request) (string, []byte) {
 	return resp.Status, []byte(fmt.Sprintf("%s\nContent-Type: %s\n\n%s", resp.Status, resp.Header.Get("Content-Type"), body))
 }
 
-const xmlCT = "text/xml"
-
 func skeleton(fields map[string]string) string {
 	var b strings.Builder
 	b.WriteString("<clouduploadjob>\n")

@@ -70,7 +70,7 @@ func TestAssumeRoleAgainstMoto(t *testing.T) {
 		req.ContentLength = int64(len(r.Form.Encode()))
 		resp, err := http.DefaultTransport.RoundTrip(req)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()

@@ -338,9 +338,7 @@ func decodeList(m map[string]json.RawMessage, key string) ([]string, error) {
 		if json.Unmarshal(v, &s) != nil {
 			return nil, invalid("%s must be a list of strings", key)
 		}
-		for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
-			l = append(l, f)
-		}
+		l = strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
 	}
 	return l, nil
 }

@@ -30,7 +30,6 @@ import (
 // looked at it.
 type proxy struct {
 	*httptest.Server
-	mu     sync.Mutex
 	handle func(w http.ResponseWriter, r *http.Request, body []byte) bool
 }
 
