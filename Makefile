@@ -18,8 +18,11 @@ test-deps:
 	@scripts/ensure-test-deps.sh
 	@scripts/ensure-s3-test-server.sh
 
+STATICCHECK_VERSION := v0.8.2
+
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 
