@@ -12,6 +12,7 @@ const (
 	ECONFLICT     = "conflict"     // operation not allowed in the job's state: 400 (as OBS)
 	ETOOLARGE     = "too large"    // body over its limit: 413
 	EUNAUTHORIZED = "unauthorized" // missing or wrong bearer token: 401
+	ENOSPACE      = "no space"     // the server's disk is full or below its free-space floor: 507
 	EINTERNAL     = "internal"     // anything else: 500, message not shown to clients
 )
 

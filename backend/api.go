@@ -17,6 +17,13 @@ type Config struct {
 	MaxUploadsPerUser int           // uploads running at once per user; default 2
 	KillGrace         time.Duration // SIGTERM → SIGKILL delay; default 30s
 	Retention         time.Duration // finished jobs are removed this long after they ended; 0 keeps them
+	// ReceiveIdleTimeout fails a job whose image stops arriving for this
+	// long ("the image stopped arriving"); default 5m.
+	ReceiveIdleTimeout time.Duration
+	// MinFreeSpace is the free space, in bytes, the state directory's file
+	// system keeps: an image that would go below it is refused (ENOSPACE)
+	// before a byte is written. Default 256 MiB; < 0 disables the check.
+	MinFreeSpace int64
 	// UploaderEnv is added to the daemon's own environment for uploader
 	// processes (e.g. CLOUDUPLOAD_MIRRORS=…, CLOUDUPLOAD_PRIVKEY=…).
 	UploaderEnv []string

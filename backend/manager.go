@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -37,12 +38,21 @@ const (
 	reasonPutRestart    = "the server restarted while receiving the image; upload it again"
 	reasonNoExitStatus  = "the uploader ended without reporting an exit status"
 	reasonCannotStart   = "the server could not start the uploader"
+	reasonUnreadable    = "the server could not read this job's record"
+	reasonNoSpace       = "the server ran out of disk space"
+	reasonOrphanStopped = "the server restarted while starting the uploader and lost track of it; the uploader was stopped"
 	validateTimeout     = 30 * time.Second
 	maxResult           = 64 << 10 // bytes of the result file shown as details
 	maxValidateMessage  = 300      // characters of validate's message
 	receiveBufferSize   = 1 << 20
 	adoptPollInterval   = 200 * time.Millisecond
 	retentionSweepEvery = time.Hour
+)
+
+// Defaults of Config.
+const (
+	DefaultReceiveIdleTimeout = 5 * time.Minute
+	DefaultMinFreeSpace       = 256 << 20
 )
 
 // Manager owns the jobs under one state directory: it stores them, drives
@@ -68,6 +78,10 @@ type Manager struct {
 
 	lockFile *os.File // holds the state directory's lock
 
+	// unreadable are the jobs whose record could not be read at Open
+	// (shown failed; recover stops processes still running for them).
+	unreadable []*entry
+
 	idMu   sync.Mutex
 	nextID int64
 }
@@ -86,6 +100,10 @@ type entry struct {
 	recvDone   chan struct{}      // closed when the running receive stopped
 	killing    bool               // Kill was asked
 	pgid       int                // the uploader's process group (its shim's pid), 0 if none
+
+	// dir is set for a job whose record could not be read: its files stay
+	// where they are, in dir.
+	dir string
 
 	killOnce sync.Once
 }
@@ -118,6 +136,12 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = 30 * time.Second
+	}
+	if cfg.ReceiveIdleTimeout <= 0 {
+		cfg.ReceiveIdleTimeout = DefaultReceiveIdleTimeout
+	}
+	if cfg.MinFreeSpace == 0 {
+		cfg.MinFreeSpace = DefaultMinFreeSpace
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -292,6 +316,9 @@ func (m *Manager) LogPath(id int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if e.dir != "" {
+		return filepath.Join(e.dir, fileLog), nil
+	}
 	if m.snapshot(e).State.Final() {
 		return filepath.Join(m.doneJobDir(id), fileLog), nil
 	}
@@ -323,7 +350,15 @@ func errShuttingDown() error {
 // internal wraps an unexpected error for the API: the message is shown, the
 // cause is only logged.
 func internal(msg string, err error) error {
+	if isNoSpace(err) {
+		return &cloudupload.Error{Code: cloudupload.ENOSPACE, Message: reasonNoSpace, Err: err}
+	}
 	return &cloudupload.Error{Code: cloudupload.EINTERNAL, Message: msg, Err: err}
+}
+
+// isNoSpace reports whether err is a full file system or quota.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // Create validates and creates a job. job carries User, Target, Project,
@@ -367,6 +402,10 @@ func (m *Manager) Create(ctx context.Context, job cloudupload.Job, data []byte) 
 			return cloudupload.Job{}, err
 		}
 		job.Size = size
+	}
+	if err := m.checkSpace(job.Size); err != nil {
+		m.log.Warn("refusing a job", "user", job.User, "target", job.Target, "reason", cloudupload.ErrorMessage(err), "err", err)
+		return cloudupload.Job{}, err
 	}
 	id, err := m.allocID()
 	if err != nil {
@@ -548,6 +587,9 @@ func (m *Manager) move(e *entry, to cloudupload.State, details string, edit func
 // target data and work directory.
 func (m *Manager) archive(id int64) error {
 	dir := m.jobDir(id)
+	if err := removeTemps(dir); err != nil {
+		return err
+	}
 	for _, name := range []string{fileImage, fileData, dirWork} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			return err
@@ -583,10 +625,16 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	if m.ctx.Err() != nil {
 		return errShuttingDown()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(m.ctx, cancel)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(m.ctx, func() { cancel(context.Canceled) })
 	defer stop()
+	if ir, ok := body.(Interrupter); ok {
+		// A kill, an idle timeout or Close must not wait for a sender that
+		// stalls mid-body.
+		stop := context.AfterFunc(ctx, ir.Interrupt)
+		defer stop()
+	}
 
 	e.wmu.Lock()
 	j := m.snapshot(e)
@@ -594,9 +642,20 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 		e.wmu.Unlock()
 		return cloudupload.Errorf(cloudupload.ECONFLICT, "job is not in created state")
 	}
+	expect := size
+	if expect < 0 && j.Size > 0 {
+		expect = j.Size
+	}
+	if err := m.checkSpace(expect); err != nil {
+		// Refused before a byte is written; the job cannot get its image.
+		m.jobLogger(j).Warn("refusing the image", "reason", cloudupload.ErrorMessage(err), "bytes", expect)
+		m.move(e, cloudupload.StateFailed, cloudupload.ErrorMessage(err), nil)
+		e.wmu.Unlock()
+		return err
+	}
 	done := make(chan struct{})
 	defer close(done)
-	e.recvCancel, e.recvDone = cancel, done
+	e.recvCancel, e.recvDone = func() { cancel(errKilled) }, done
 	j, err = m.move(e, cloudupload.StateReceiving, detailsReceiving, func(j *cloudupload.Job) {
 		j.Pid, j.PidStart = os.Getpid(), 0
 	})
@@ -604,18 +663,73 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	if err != nil {
 		return err
 	}
-	expect := size
-	if expect < 0 && j.Size > 0 {
-		expect = j.Size
-	}
 	log := m.jobLogger(j)
 	log.Info("receiving image", "bytes", expect)
 	start := time.Now()
-	n, err := m.writeImage(ctx, j.ID, body, expect)
+	var received atomic.Int64
+	go m.watchIdle(ctx, cancel, received.Load)
+	n, err := m.writeImage(ctx, j.ID, body, expect, &received)
 	if err == nil && expect >= 0 && n != expect {
 		err = &sizeError{got: n, want: expect}
 	}
 	return m.endReceive(e, n, time.Since(start), err)
+}
+
+// Interrupter is implemented by an image body whose blocked Read can be
+// made to return (for HTTP: by setting the connection's read deadline).
+// Receive calls Interrupt, from another goroutine, when the receive is
+// cancelled: the job is killed, its sender stalled past
+// Config.ReceiveIdleTimeout, or the Manager closes.
+type Interrupter interface {
+	Interrupt()
+}
+
+// errKilled and errStalled say why a receive was cancelled.
+var (
+	errKilled  = errors.New("the job was killed")
+	errStalled = errors.New("the image stopped arriving")
+)
+
+// watchIdle cancels a receive with errStalled when progress() has not
+// grown for Config.ReceiveIdleTimeout; it returns when ctx ends.
+func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelCauseFunc, progress func() int64) {
+	idle := m.cfg.ReceiveIdleTimeout
+	t := time.NewTicker(min(idle/4, time.Second))
+	defer t.Stop()
+	last, since := progress(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n := progress(); n != last {
+				last, since = n, now
+			} else if now.Sub(since) >= idle {
+				cancel(errStalled)
+				return
+			}
+		}
+	}
+}
+
+// checkSpace refuses, with ENOSPACE, an image of size bytes (unknown when
+// < 0) that would bring the state directory's free space below
+// Config.MinFreeSpace.
+func (m *Manager) checkSpace(size int64) error {
+	if m.cfg.MinFreeSpace <= 0 {
+		return nil
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.jobsDir, &st); err != nil {
+		m.log.Warn("cannot read the free space of the state directory", "err", err)
+		return nil
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if free-max(size, 0) < m.cfg.MinFreeSpace {
+		return &cloudupload.Error{Code: cloudupload.ENOSPACE, Message: "the server is low on disk space; try again later",
+			Err: fmt.Errorf("%d bytes free, image of %d bytes, floor %d", free, size, m.cfg.MinFreeSpace)}
+	}
+	return nil
 }
 
 // sizeError is a body of the wrong length.
@@ -639,7 +753,7 @@ func (e *fetchError) Unwrap() error { return e.err }
 
 // writeImage writes the image of job id from r (at most limit+1 bytes when
 // limit >= 0, to notice a long body), syncs it, and returns its size.
-func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64) (n int64, err error) {
+func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64, received *atomic.Int64) (n int64, err error) {
 	f, err := os.OpenFile(filepath.Join(m.jobDir(id), fileImage), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, err
@@ -654,13 +768,14 @@ func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit i
 	}
 	buf := make([]byte, receiveBufferSize)
 	for {
-		if err := ctx.Err(); err != nil {
-			return n, err
+		if ctx.Err() != nil {
+			return n, context.Cause(ctx)
 		}
 		nr, rerr := r.Read(buf)
 		if nr > 0 {
 			nw, werr := f.Write(buf[:nr])
 			n += int64(nw)
+			received.Store(n)
 			if werr != nil {
 				return n, werr
 			}
@@ -669,7 +784,7 @@ func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit i
 			break
 		} else if rerr != nil {
 			if ctx.Err() != nil {
-				return n, ctx.Err()
+				return n, context.Cause(ctx)
 			}
 			return n, &readError{rerr}
 		}
@@ -678,12 +793,14 @@ func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit i
 }
 
 // receiveReason says for people why receiving failed, without server paths.
-func receiveReason(err error) string {
+func (m *Manager) receiveReason(err error) string {
 	var se *sizeError
 	var re *readError
 	var ce *cloudupload.Error
 	var fe *fetchError
 	switch {
+	case errors.Is(err, errStalled):
+		return fmt.Sprintf("the image stopped arriving (nothing received for %s)", roundDuration(m.cfg.ReceiveIdleTimeout))
 	case errors.As(err, &se):
 		return se.Error()
 	case errors.As(err, &re):
@@ -691,7 +808,7 @@ func receiveReason(err error) string {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "receiving the image was interrupted"
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return "the server ran out of disk space while storing the image"
+		return reasonNoSpace
 	case errors.As(err, &fe) && errors.As(err, &ce):
 		return firstLine("could not fetch the image: "+ce.Message, maxValidateMessage)
 	case errors.As(err, &fe):
@@ -718,15 +835,25 @@ func (m *Manager) endReceive(e *entry, n int64, took time.Duration, rerr error) 
 		log.Info("receiving image stopped: the server is shutting down")
 		return errShuttingDown()
 	case rerr != nil:
-		reason := receiveReason(rerr)
+		reason := m.receiveReason(rerr)
 		log.Warn("receiving image failed", "reason", reason, "err", rerr)
+		// The partial image goes first: on a full disk, that is what makes
+		// room to record the job's end.
+		if err := os.Remove(filepath.Join(m.jobDir(j.ID), fileImage)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Error("cannot remove the partial image", "err", err)
+		}
 		if _, err := m.move(e, cloudupload.StateFailed, reason, nil); err != nil {
 			return err
 		}
-		code := cloudupload.EINVALID
+		var code string
 		var se *sizeError
 		var re *readError
-		if !errors.As(rerr, &se) && !errors.As(rerr, &re) && !errors.Is(rerr, context.Canceled) {
+		switch {
+		case errors.As(rerr, &se), errors.As(rerr, &re), errors.Is(rerr, context.Canceled), errors.Is(rerr, errStalled):
+			code = cloudupload.EINVALID
+		case isNoSpace(rerr):
+			code = cloudupload.ENOSPACE
+		default:
 			code = cloudupload.EINTERNAL
 		}
 		return &cloudupload.Error{Code: code, Message: reason, Err: rerr}
@@ -756,16 +883,23 @@ func (m *Manager) goFetch(e *entry) {
 }
 
 func (m *Manager) fetch(e *entry) {
-	ctx, cancel := context.WithCancel(m.ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	defer cancel(nil)
 	e.wmu.Lock()
-	if s := m.snapshot(e).State; s != cloudupload.StateCreated && s != cloudupload.StateReceiving {
+	j := m.snapshot(e)
+	if s := j.State; s != cloudupload.StateCreated && s != cloudupload.StateReceiving {
+		e.wmu.Unlock()
+		return
+	}
+	if err := m.checkSpace(j.Size - imageSize(filepath.Join(m.jobDir(j.ID), fileImage))); err != nil {
+		m.jobLogger(j).Warn("refusing the image", "reason", cloudupload.ErrorMessage(err), "err", err)
+		m.move(e, cloudupload.StateFailed, cloudupload.ErrorMessage(err), nil)
 		e.wmu.Unlock()
 		return
 	}
 	done := make(chan struct{})
 	defer close(done)
-	e.recvCancel, e.recvDone = cancel, done
+	e.recvCancel, e.recvDone = func() { cancel(errKilled) }, done
 	j, err := m.move(e, cloudupload.StateReceiving, detailsReceiving, func(j *cloudupload.Job) {
 		j.Pid, j.PidStart = os.Getpid(), 0
 	})
@@ -777,8 +911,19 @@ func (m *Manager) fetch(e *entry) {
 		return
 	}
 	start := time.Now()
+	image := filepath.Join(m.jobDir(j.ID), fileImage)
+	go m.watchIdle(ctx, cancel, func() int64 { return imageSize(image) })
 	size, err := m.fetchImage(ctx, j)
 	m.endReceive(e, size, time.Since(start), err)
+}
+
+// imageSize is the size of the file at path, 0 when it cannot be read.
+func imageSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // fetchImage runs the Fetcher into the job's image file, resuming after
@@ -806,7 +951,7 @@ func (m *Manager) fetchImage(ctx context.Context, j cloudupload.Job) (size int64
 	size, err = m.cfg.Fetcher.Fetch(ctx, j, f, offset)
 	if err != nil {
 		if ctx.Err() != nil {
-			return size, ctx.Err()
+			return size, context.Cause(ctx)
 		}
 		return size, &fetchError{err}
 	}

@@ -123,6 +123,23 @@ func killGroup(ctx context.Context, pgid int) error {
 	}
 }
 
+// stopGroup stops process group pgid as a kill does: SIGTERM, up to grace
+// for it to end, then SIGKILL until none of its processes runs, or ctx ends.
+func stopGroup(ctx context.Context, pgid int, grace time.Duration) error {
+	if err := signalGroup(pgid, syscall.SIGTERM); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(grace)
+	for groupAlive(pgid) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return killGroup(ctx, pgid)
+}
+
 // processesIn returns the processes whose working directory is dir.
 func processesIn(dir string) []int {
 	var pids []int

@@ -6,15 +6,22 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/atomicfile"
 )
 
 // load reads the state directory into memory: it creates the directories,
 // removes the leftovers of interrupted writes and creates, finishes the
 // archiving of jobs that became final just before a crash, and sets the next
-// id past every id in use.
+// id past every id in use. Temporary files of an uploading job are left
+// alone: its uploader and shim may still be writing them (they are removed
+// when the job ends). A job whose job.json cannot be read stays visible as
+// failed, its files untouched for the operator; a next-id that cannot be
+// read is rebuilt from the highest id on disk.
 func (m *Manager) load() error {
 	for _, d := range []string{m.cfg.StateDir, m.jobsDir, m.doneDir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -24,80 +31,83 @@ func (m *Manager) load() error {
 	if err := removeTemps(m.cfg.StateDir); err != nil {
 		return err
 	}
-	next, err := readNextID(filepath.Join(m.cfg.StateDir, fileNextID))
+	nextPath := filepath.Join(m.cfg.StateDir, fileNextID)
+	next, err := readNextID(nextPath)
 	if err != nil {
-		return err
+		m.log.Warn("the job id counter cannot be read; continuing after the highest job id on disk", "path", nextPath, "err", err)
+		next = 1
 	}
 	highest := int64(0)
-	ents, err := os.ReadDir(m.jobsDir)
-	if err != nil {
-		return err
-	}
-	var unfinished []cloudupload.Job
-	for _, de := range ents {
-		id, err := parseID(de.Name())
-		if err != nil || !de.IsDir() {
-			m.log.Warn("ignoring unexpected file in the state directory", "path", filepath.Join(m.jobsDir, de.Name()))
-			continue
-		}
-		highest = max(highest, id)
-		dir := m.jobDir(id)
-		if err := removeTemps(dir); err != nil {
-			return err
-		}
-		j, err := readJob(dir)
-		if errors.Is(err, os.ErrNotExist) {
-			// Interrupted before its job.json was written: never shown to
-			// anyone. Its id stays used.
-			m.log.Warn("removing an incompletely created job", "job", id)
-			if err := os.RemoveAll(dir); err != nil {
-				return err
-			}
-			continue
-		} else if err != nil {
-			m.log.Error("ignoring a job that cannot be read", "job", id, "err", err)
-			continue
-		}
-		if j.State.Final() {
-			if err := m.archive(id); err != nil {
-				return fmt.Errorf("archive job %d: %w", id, err)
-			}
-			continue
-		}
-		unfinished = append(unfinished, j)
-	}
-	if ents, err = os.ReadDir(m.doneDir); err != nil {
-		return err
-	}
-	var finished []cloudupload.Job
-	for _, de := range ents {
-		id, err := parseID(de.Name())
-		if err != nil || !de.IsDir() {
-			m.log.Warn("ignoring unexpected file in the state directory", "path", filepath.Join(m.doneDir, de.Name()))
-			continue
-		}
-		highest = max(highest, id)
-		dir := m.doneJobDir(id)
-		if err := removeTemps(dir); err != nil {
-			return err
-		}
-		j, err := readJob(dir)
+	var unfinished, finished []cloudupload.Job
+	var unreadable []*entry
+	for _, parent := range []string{m.jobsDir, m.doneDir} {
+		ents, err := os.ReadDir(parent)
 		if err != nil {
-			m.log.Error("ignoring a finished job that cannot be read", "job", id, "err", err)
-			continue
+			return err
 		}
-		if !j.State.Final() {
-			m.log.Error("ignoring an unfinished job in the done directory", "job", id, "state", string(j.State))
-			continue
+		for _, de := range ents {
+			id, err := parseID(de.Name())
+			if err != nil || !de.IsDir() {
+				if !atomicfile.IsTemp(de.Name()) {
+					m.log.Warn("ignoring unexpected file in the state directory", "path", filepath.Join(parent, de.Name()))
+				}
+				continue
+			}
+			highest = max(highest, id)
+			dir := filepath.Join(parent, de.Name())
+			j, err := readJob(dir)
+			switch {
+			case errors.Is(err, os.ErrNotExist) && parent == m.jobsDir:
+				// Interrupted before its job.json was written: never shown
+				// to anyone. Its id stays used.
+				m.log.Warn("removing an incompletely created job", "job", id)
+				if err := os.RemoveAll(dir); err != nil {
+					return err
+				}
+				continue
+			case err != nil:
+				m.log.Error("a job's record cannot be read: it is shown as failed and its files are kept for inspection",
+					"job", id, "dir", dir, "err", err)
+				unreadable = append(unreadable, m.unreadableJob(id, dir))
+				continue
+			}
+			if j.State != cloudupload.StateUploading {
+				if err := removeTemps(dir); err != nil {
+					return err
+				}
+			}
+			switch {
+			case parent == m.doneDir && !j.State.Final():
+				m.log.Error("a job in the done directory is not finished: it is shown as failed and its files are kept for inspection",
+					"job", id, "dir", dir, "state", string(j.State))
+				unreadable = append(unreadable, m.unreadableJob(id, dir))
+			case parent == m.doneDir:
+				finished = append(finished, j)
+			case j.State.Final():
+				// Read again from the done directory, next.
+				if err := m.archive(id); err != nil {
+					return fmt.Errorf("archive job %d: %w", id, err)
+				}
+			default:
+				unfinished = append(unfinished, j)
+			}
 		}
-		finished = append(finished, j)
 	}
 	m.nextID = max(next, highest+1)
+	if next < highest+1 {
+		if err := writeFileAtomic(nextPath, []byte(strconv.FormatInt(m.nextID, 10)+"\n"), 0o644); err != nil {
+			return fmt.Errorf("rewrite the job id counter: %w", err)
+		}
+	}
 	for _, j := range finished {
 		e := &entry{job: j, done: make(chan struct{})}
 		close(e.done)
 		m.jobs[j.ID] = e
 		m.ids = append(m.ids, j.ID)
+	}
+	for _, e := range unreadable {
+		m.jobs[e.job.ID] = e
+		m.ids = append(m.ids, e.job.ID)
 	}
 	for _, j := range unfinished {
 		e := &entry{job: j, done: make(chan struct{})}
@@ -106,8 +116,23 @@ func (m *Manager) load() error {
 		m.ids = append(m.ids, j.ID)
 	}
 	slices.Sort(m.ids)
-	m.log.Info("job store opened", "dir", m.cfg.StateDir, "jobs", len(m.ids), "unfinished", len(unfinished), "next_id", m.nextID)
+	m.unreadable = unreadable
+	m.log.Info("job store opened", "dir", m.cfg.StateDir, "jobs", len(m.ids), "unfinished", len(unfinished),
+		"unreadable", len(unreadable), "next_id", m.nextID)
 	return nil
+}
+
+// unreadableJob is the entry of job id whose record in dir cannot be read:
+// failed, with a reason, and nothing else known but when its directory last
+// changed.
+func (m *Manager) unreadableJob(id int64, dir string) *entry {
+	j := cloudupload.Job{ID: id, State: cloudupload.StateFailed, Details: reasonUnreadable}
+	if fi, err := os.Stat(dir); err == nil {
+		j.Created, j.Updated, j.Finished = fi.ModTime().Unix(), fi.ModTime().Unix(), fi.ModTime().Unix()
+	}
+	e := &entry{job: j, done: make(chan struct{}), dir: dir}
+	close(e.done)
+	return e
 }
 
 // recover resumes the unfinished jobs a previous daemon left, so that none
@@ -121,6 +146,9 @@ func (m *Manager) recover() {
 	}
 	m.mu.RUnlock()
 	slices.SortFunc(es, func(a, b *entry) int { return int(a.job.ID - b.job.ID) })
+	for _, e := range m.unreadable {
+		m.stopUnreadable(e)
+	}
 	for _, e := range es {
 		j := m.snapshot(e)
 		log := m.jobLogger(j)
@@ -156,27 +184,7 @@ func (m *Manager) recoverUpload(e *entry) {
 		e.killing = true
 	}
 	if j.Pid == 0 {
-		// Crashed between recording uploading and recording the shim's pid:
-		// stop whatever runs in the job's work directory.
-		work := filepath.Join(m.jobDir(j.ID), dirWork)
-		groups := map[int]bool{}
-		for _, pid := range processesIn(work) {
-			if p, err := procStat(pid); err == nil && p.Pgrp > 1 {
-				groups[p.Pgrp] = true
-			}
-		}
-		for pgid := range groups {
-			log.Warn("recovery: killing an uploader with no recorded pid", "pgid", pgid)
-			if err := killGroup(m.ctx, pgid); err != nil {
-				log.Error("cannot kill process group", "pgid", pgid, "err", err)
-			}
-		}
-		// A job runs its uploader once, and the exit and result files are
-		// removed before the shim starts: an exit file is this run's.
-		e.wmu.Lock()
-		state, details := m.outcome(j, e.killing, reasonLostStart)
-		m.move(e, state, details, nil)
-		e.wmu.Unlock()
+		m.recoverUnrecordedShim(e)
 		return
 	}
 	e.pgid = j.Pid
@@ -194,13 +202,122 @@ func (m *Manager) recoverUpload(e *entry) {
 		// process group keeps its leader's pid from being reused).
 		log.Info("recovery: the uploader is gone", "pid", j.Pid)
 		e.wmu.Lock()
-		state, details := m.outcome(j, e.killing, reasonLost)
+		state, details := m.outcome(j, e.killing, reasonLost, "")
 		m.move(e, state, details, nil)
 		e.wmu.Unlock()
 		return
 	}
 	log.Info("recovery: the uploader is gone", "pid", j.Pid)
-	m.endUpload(e, reasonLost)
+	m.endUpload(e, reasonLost, "")
+}
+
+// recoverUnrecordedShim handles uploading job e whose shim's pid was never
+// recorded (the daemon died between recording uploading and recording the
+// pid). A live shim of this job, found by its work directory and command
+// line, is re-adopted like any other. Processes of the job without their
+// shim are stopped as a kill stops them (SIGTERM, the grace, SIGKILL), so
+// the target can clean up; then the outcome is recorded. With nothing
+// running and no exit status, the uploader never started.
+func (m *Manager) recoverUnrecordedShim(e *entry) {
+	j := m.snapshot(e)
+	log := m.jobLogger(j)
+	dir := m.jobDir(j.ID)
+	groups := map[int]bool{}
+	for _, pid := range processesIn(filepath.Join(dir, dirWork)) {
+		if p, err := procStat(pid); err == nil && p.Pgrp > 1 && !p.dead() {
+			groups[p.Pgrp] = true
+		}
+	}
+	for pgid := range groups {
+		if !isShimOf(pgid, filepath.Join(dir, fileExit)) {
+			continue
+		}
+		p, err := procStat(pgid)
+		if err != nil || p.dead() {
+			continue
+		}
+		e.wmu.Lock()
+		j = m.snapshot(e)
+		j.Pid, j.PidStart = pgid, p.Start
+		e.pgid = pgid
+		err = m.commit(e, j)
+		e.wmu.Unlock()
+		if err != nil {
+			log.Error("recovery: cannot record the uploader's pid", "pid", pgid, "err", err)
+		}
+		log.Info("recovery: re-adopting the running uploader (found by its work directory)", "pid", pgid)
+		m.wg.Add(1)
+		go m.adopt(e)
+		if e.killing {
+			m.startKill(e)
+		}
+		return
+	}
+	if len(groups) == 0 {
+		// A job runs its uploader once, and the exit and result files are
+		// removed before the shim starts: an exit file is this run's.
+		e.wmu.Lock()
+		state, details := m.outcome(m.snapshot(e), e.killing, reasonLostStart, "")
+		m.move(e, state, details, nil)
+		e.wmu.Unlock()
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for pgid := range groups {
+			log.Warn("recovery: stopping an uploader whose supervisor is gone", "pgid", pgid, "grace", m.cfg.KillGrace.String())
+			if err := stopGroup(m.ctx, pgid, m.cfg.KillGrace); err != nil {
+				if m.ctx.Err() == nil {
+					log.Error("recovery: cannot stop process group", "pgid", pgid, "err", err)
+				}
+				return // the next Open tries again
+			}
+		}
+		e.wmu.Lock()
+		defer e.wmu.Unlock()
+		details := reasonOrphanStopped
+		if e.killing {
+			details = detailsKilled
+		}
+		m.move(e, cloudupload.StateFailed, details, nil)
+	}()
+}
+
+// stopUnreadable stops, as a kill does, processes still running in the work
+// directory of job e whose record could not be read: the job shows failed,
+// so nothing of it may go on publishing.
+func (m *Manager) stopUnreadable(e *entry) {
+	groups := map[int]bool{}
+	for _, pid := range processesIn(filepath.Join(e.dir, dirWork)) {
+		if p, err := procStat(pid); err == nil && p.Pgrp > 1 && !p.dead() {
+			groups[p.Pgrp] = true
+		}
+	}
+	if len(groups) == 0 {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for pgid := range groups {
+			m.log.Warn("recovery: stopping the uploader of a job whose record cannot be read", "job", e.job.ID, "pgid", pgid)
+			if err := stopGroup(m.ctx, pgid, m.cfg.KillGrace); err != nil && m.ctx.Err() == nil {
+				m.log.Error("recovery: cannot stop process group", "job", e.job.ID, "pgid", pgid, "err", err)
+			}
+		}
+	}()
+}
+
+// isShimOf reports whether pid is the shim of the job whose exit file is
+// exitFile (its command line names both).
+func isShimOf(pid int, exitFile string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	argv := strings.Split(string(b), "\x00")
+	return len(argv) > 2 && argv[1] == shimArg && argv[2] == exitFile
 }
 
 // expire removes finished jobs that ended more than Retention ago.

@@ -97,13 +97,14 @@ func TestRecoveryKillResumed(t *testing.T) {
 }
 
 // TestRecoveryNoPid: the daemon died after recording uploading but before
-// recording the shim's pid; whatever runs in the job's work directory is
-// stopped and the job fails.
+// recording the shim's pid, and the uploader runs without its shim: it is
+// stopped as a kill stops it (SIGTERM first, so it can clean up) and the
+// job fails.
 func TestRecoveryNoPid(t *testing.T) {
 	cfg := daemonConfig(t.TempDir())
 	shared := t.TempDir()
 	m := open(t, cfg)
-	j := create(t, m, "alice", fakeData{Mode: "wait", Dir: shared})
+	j := create(t, m, "alice", fakeData{Mode: "sleep", Dir: shared})
 	m.Close()
 
 	jd := filepath.Join(cfg.StateDir, "jobs", j.Name())
@@ -124,11 +125,47 @@ func TestRecoveryNoPid(t *testing.T) {
 	readMarker(t, filepath.Join(shared, "started-"+j.Name()))
 
 	m = open(t, cfg)
-	g, _ := m.Get(j.ID)
-	wantState(t, g, cloudupload.StateFailed, reasonLostStart)
+	g := wait(t, m, j.ID)
+	wantState(t, g, cloudupload.StateFailed, reasonOrphanStopped)
 	<-waited
-	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("orphan uploader ended %v, want killed", cmd.ProcessState)
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("orphan uploader ended %v, want exit status 1 after cleaning up on SIGTERM", cmd.ProcessState)
+	}
+}
+
+// TestRecoveryNoPidShim: the daemon died before recording the pid of a shim
+// that runs: the shim is found by its work directory and re-adopted, and
+// the temporary files a live uploader is writing are left alone.
+func TestRecoveryNoPidShim(t *testing.T) {
+	dir, shared := t.TempDir(), t.TempDir()
+	daemon, id, shim := startDaemon(t, dir, fakeData{Mode: "wait", Dir: shared, Result: "ami-found"})
+	name := strconv.FormatInt(id, 10)
+	readMarker(t, filepath.Join(shared, "started-"+name))
+	sigkill(t, daemon)
+	j := diskJob(t, dir, id)
+	j.Pid, j.PidStart = 0, 0
+	b, _ := encodeJob(j)
+	os.WriteFile(filepath.Join(dir, "jobs", name, "job.json"), b, 0o644)
+	// As if the uploader were writing its result file right now.
+	tmp := filepath.Join(dir, "jobs", name, ".result.tmp-123")
+	os.WriteFile(tmp, []byte("partial"), 0o644)
+
+	m := open(t, daemonConfig(dir))
+	if !exists(tmp) {
+		t.Fatal("a restart removed a temporary file of a live uploader")
+	}
+	g, _ := m.Get(id)
+	if g.State != cloudupload.StateUploading || g.Pid != shim {
+		t.Fatalf("job %s pid %d, want uploading, re-adopted pid %d", g.State, g.Pid, shim)
+	}
+	if d := diskJob(t, dir, id); d.Pid != shim || d.PidStart == 0 {
+		t.Fatalf("on disk: pid %d start %d, want the re-adopted shim %d", d.Pid, d.PidStart, shim)
+	}
+	os.WriteFile(filepath.Join(shared, "release-"+name), nil, 0o644)
+	g = wait(t, m, id)
+	wantState(t, g, cloudupload.StateSucceeded, "ami-found")
+	if exists(filepath.Join(dir, "done", name, ".result.tmp-123")) {
+		t.Fatal("the temporary file outlived the job")
 	}
 }
 

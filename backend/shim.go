@@ -12,11 +12,19 @@ import (
 	"time"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/atomicfile"
 )
 
 // shimArg is argv[1] of the daemon binary re-executed as the shim that
 // supervises one uploader.
 const shimArg = "__cloudupload_shim"
+
+// Exit statuses of a shim that could not write the exit file (a full disk):
+// the daemon that waits for it records the outcome from them.
+const (
+	shimUnrecordedSuccess = 10
+	shimUnrecordedFailure = 11
+)
 
 // RunShimIfRequested runs the uploader shim and exits when the process was
 // started as one (argv[1] is the shim marker); otherwise it returns at once.
@@ -96,8 +104,13 @@ func runShim(args []string) int {
 		}
 	}
 	if err := writeFileAtomic(exitFile, []byte(status+"\n"), 0o644); err != nil {
-		logf("the server could not record the uploader's exit status: %v", err)
-		return 1
+		logf("the server could not record the uploader's exit status: %v", atomicfile.Cause(err))
+		// The daemon that started this shim still learns the outcome from
+		// its exit status.
+		if status == "0" {
+			return shimUnrecordedSuccess
+		}
+		return shimUnrecordedFailure
 	}
 	return 0
 }

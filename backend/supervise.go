@@ -113,7 +113,16 @@ func (m *Manager) waitShim(e *entry, cmd *exec.Cmd) {
 		return
 	}
 	defer m.wg.Done()
-	m.endUpload(e, reasonNoExitStatus)
+	// A shim that could not write the exit file (a full disk) says how the
+	// uploader ended in its own exit status.
+	fallback := ""
+	switch cmd.ProcessState.ExitCode() {
+	case shimUnrecordedSuccess:
+		fallback = "0"
+	case shimUnrecordedFailure:
+		fallback = "exit status 1"
+	}
+	m.endUpload(e, reasonNoExitStatus, fallback)
 }
 
 // adopt watches the shim of uploading job e started by an earlier daemon
@@ -130,14 +139,15 @@ func (m *Manager) adopt(e *entry) {
 		case <-t.C:
 		}
 	}
-	m.endUpload(e, reasonNoExitStatus)
+	m.endUpload(e, reasonNoExitStatus, "")
 }
 
 // endUpload records the end of uploading job e, whose shim is gone: what is
 // left of its process group is killed first, so the job is final only once
 // no process of it runs. noExit is the reason when the shim left no exit
-// status.
-func (m *Manager) endUpload(e *entry, noExit string) {
+// status; fallback is the exit status to assume when there is no exit file
+// ("" when unknown).
+func (m *Manager) endUpload(e *entry, noExit, fallback string) {
 	j := m.snapshot(e)
 	e.wmu.Lock()
 	pgid := e.pgid
@@ -156,17 +166,20 @@ func (m *Manager) endUpload(e *entry, noExit string) {
 	if j.State != cloudupload.StateUploading {
 		return
 	}
-	state, details := m.outcome(j, e.killing || j.Details == detailsKilling, noExit)
+	state, details := m.outcome(j, e.killing || j.Details == detailsKilling, noExit, fallback)
 	m.move(e, state, details, nil)
 }
 
 // outcome reads how job j's uploader ended from the exit and result files:
 // exit 0 → succeeded with the result as details; otherwise failed with
 // "killed" when it was killed, else the result's text, else the exit
-// status, else noExit.
-func (m *Manager) outcome(j cloudupload.Job, killed bool, noExit string) (cloudupload.State, string) {
+// status, else noExit. fallback stands for a missing exit file when not "".
+func (m *Manager) outcome(j cloudupload.Job, killed bool, noExit, fallback string) (cloudupload.State, string) {
 	dir := m.jobDir(j.ID)
 	status, serr := os.ReadFile(filepath.Join(dir, fileExit))
+	if serr != nil && fallback != "" {
+		status, serr = []byte(fallback), nil
+	}
 	result := readResult(filepath.Join(dir, fileResult))
 	exit := strings.TrimSpace(string(status))
 	switch {

@@ -230,7 +230,7 @@ func upload(ctx context.Context, args []string, opts Options) int {
 		msg := oneLine(err.Error())
 		log.Printf("upload failed after %s: %s", targets.Round(time.Since(start)), msg)
 		if werr := writeResult(resultPath, msg); werr != nil {
-			log.Printf("cannot write the result file: %v", werr)
+			log.Printf("cannot write the result file: %v", atomicfile.Cause(werr))
 		}
 		return code
 	}
@@ -325,11 +325,12 @@ wait:
 		if stopSignal != nil {
 			log.Printf("the upload had completed when %s arrived", stopSignal)
 		}
-		if err := writeResult(resultPath, oneLine(out.result)); err != nil {
-			log.Printf("cannot write the result file: %v", err)
-			return ExitFailed
-		}
+		// What was published stays published: the exit status says so even
+		// when the result cannot be recorded (the log then holds it).
 		log.Printf("upload succeeded in %s: %s", targets.Round(time.Since(start)), oneLine(out.result))
+		if err := writeResult(resultPath, oneLine(out.result)); err != nil {
+			log.Printf("cannot write the result file (the upload succeeded): %v", atomicfile.Cause(err))
+		}
 		return ExitOK
 	}
 	if stopSignal != nil {
@@ -345,7 +346,7 @@ wait:
 func killed(log *targets.Log, resultPath string, sig os.Signal, start time.Time) int {
 	log.Printf("upload killed after %s", targets.Round(time.Since(start)))
 	if err := writeResult(resultPath, "killed"); err != nil {
-		log.Printf("cannot write the result file: %v", err)
+		log.Printf("cannot write the result file: %v", atomicfile.Cause(err))
 	}
 	if s, ok := sig.(syscall.Signal); ok {
 		return ExitSignal + int(s)

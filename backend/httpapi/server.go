@@ -389,11 +389,24 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 		s.failStatus(w, r, http.StatusLengthRequired, "content length is required")
 		return
 	}
-	if err := s.m.Receive(r.Context(), id, r.Body, r.ContentLength); err != nil {
+	body := &interruptibleBody{ReadCloser: r.Body, rc: http.NewResponseController(w)}
+	if err := s.m.Receive(r.Context(), id, body, r.ContentLength); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeXML(w, xmlapi.OK())
+}
+
+// interruptibleBody is a PUT's body that the backend can interrupt (see
+// backend.Interrupter): a read blocked on a stalled sender then returns at
+// once, and the connection is closed with the error response.
+type interruptibleBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+}
+
+func (b *interruptibleBody) Interrupt() {
+	b.rc.SetReadDeadline(time.Unix(1, 0))
 }
 
 // command is POST /cloudupload/<id>: cmd=kill or command=kill, in the query
@@ -462,6 +475,8 @@ func statusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case cloudupload.EUNAUTHORIZED:
 		return http.StatusUnauthorized
+	case cloudupload.ENOSPACE:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }

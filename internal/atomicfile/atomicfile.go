@@ -6,6 +6,8 @@
 package atomicfile
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,4 +70,22 @@ func SyncDir(dir string) error {
 // an interrupted WriteFile.
 func IsTemp(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.Contains(name, TempMarker)
+}
+
+// Cause returns err without the file names that os errors carry
+// (*os.PathError, *os.LinkError, *os.SyscallError keep their operation and
+// cause), for messages that people read in a job's log or details, where
+// server paths must not appear.
+func Cause(err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pe):
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	case errors.As(err, &le):
+		return fmt.Errorf("%s: %w", le.Op, le.Err)
+	}
+	return err
 }

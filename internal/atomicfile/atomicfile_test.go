@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +58,24 @@ func TestIsTemp(t *testing.T) {
 		if IsTemp(name) != want {
 			t.Errorf("IsTemp(%q) = %v", name, !want)
 		}
+	}
+}
+
+func TestCauseHasNoPath(t *testing.T) {
+	dir := t.TempDir()
+	err := WriteFile(filepath.Join(dir, "missing", "result"), []byte("x"), 0o644)
+	if err == nil {
+		t.Fatal("write into a missing directory succeeded")
+	}
+	got := Cause(err).Error()
+	if strings.Contains(got, dir) || !strings.Contains(got, "no such file or directory") {
+		t.Fatalf("Cause = %q: want the cause without the path %s", got, dir)
+	}
+	rerr := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	if got := Cause(rerr).Error(); strings.Contains(got, dir) || !strings.HasPrefix(got, "rename: ") {
+		t.Fatalf("Cause(rename) = %q", got)
+	}
+	if Cause(nil) != nil {
+		t.Fatal("Cause(nil) != nil")
 	}
 }
