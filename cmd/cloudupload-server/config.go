@@ -6,13 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/backend"
 )
 
 // Config is the daemon's configuration, from flags and the config file.
@@ -26,6 +29,8 @@ type Config struct {
 	MaxUploadsPerUser int
 	KillGrace         time.Duration
 	Retention         time.Duration
+	ReceiveIdle       time.Duration
+	MinFreeSpace      byteSize
 	Mirrors           mirrors
 	ConfigFile        string
 	TLSCert, TLSKey   string
@@ -64,6 +69,28 @@ func (m *mirrors) Set(v string) error {
 	return nil
 }
 
+// byteSize is a size in bytes given as a number with an optional unit: K,
+// M, G or T (powers of 1024, with or without a trailing "iB" or "B").
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(v string) error {
+	s := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(v), "B"), "i")
+	shift := 0
+	if n := len(s); n > 0 {
+		if i := strings.IndexByte("KMGT", s[n-1]&^0x20); i >= 0 {
+			shift, s = 10*(i+1), s[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64>>shift {
+		return fmt.Errorf("want a size such as 512M or 2G, not %q", v)
+	}
+	*b = byteSize(n << shift)
+	return nil
+}
+
 var errHelp = flag.ErrHelp
 
 // flagSet declares the flags into c.
@@ -79,6 +106,9 @@ func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxUploadsPerUser, "max-uploads-per-user", 2, "uploads running at once for one user")
 	fs.DurationVar(&c.KillGrace, "kill-grace", 30*time.Second, "time between SIGTERM and SIGKILL when a job is killed")
 	fs.DurationVar(&c.Retention, "retention", 0, "remove finished jobs this long after they ended (0: keep them)")
+	fs.DurationVar(&c.ReceiveIdle, "receive-idle-timeout", backend.DefaultReceiveIdleTimeout, "fail a job whose image stops arriving for this long")
+	c.MinFreeSpace = backend.DefaultMinFreeSpace
+	fs.Var(&c.MinFreeSpace, "min-free-space", "`SIZE` of free space the state directory keeps: images that would take it lower are refused (507) before a byte is written; 0 disables the check (default 256M)")
 	fs.Var(&c.Mirrors, "mirror", "`NAME=DIR` a directory the mirror target may publish to (repeatable)")
 	fs.StringVar(&c.ConfigFile, "config", "", "config `FILE`: lines `key = value` with the flag names; flags given on the command line win")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate `FILE` (PEM); with --tls-key, serve HTTPS")
@@ -189,6 +219,8 @@ func (c *Config) check() error {
 		return errors.New("--kill-grace must be positive")
 	case c.Retention < 0:
 		return errors.New("--retention must not be negative")
+	case c.ReceiveIdle <= 0:
+		return errors.New("--receive-idle-timeout must be positive")
 	case c.StateDir == "":
 		return errors.New("--state-dir is required")
 	}

@@ -124,12 +124,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	log.Info("starting", "state_dir", stateDir, "image_source", source, "uploader", uploader,
 		"max_uploads", c.MaxUploads, "max_uploads_per_user", c.MaxUploadsPerUser, "kill_grace", c.KillGrace,
-		"retention", retentionText(c.Retention), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
+		"retention", retentionText(c.Retention), "receive_idle_timeout", c.ReceiveIdle, "min_free_space", int64(c.MinFreeSpace), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
 		"token", token != "")
 	start := time.Now()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
 		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
+		ReceiveIdleTimeout: c.ReceiveIdle, MinFreeSpace: minFreeSpace(c.MinFreeSpace),
 		UploaderEnv: env, Fetcher: fetcher, Logger: log,
 	})
 	if err != nil {
@@ -233,4 +234,13 @@ func (m *Main) Close() error {
 		m.manager = nil
 	}
 	return errors.Join(errs...)
+}
+
+// minFreeSpace maps --min-free-space (0: no check) to backend.Config's
+// MinFreeSpace (0: the default, < 0: no check).
+func minFreeSpace(b byteSize) int64 {
+	if b == 0 {
+		return -1
+	}
+	return int64(b)
 }
