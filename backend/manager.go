@@ -47,6 +47,7 @@ const (
 	receiveBufferSize   = 1 << 20
 	adoptPollInterval   = 200 * time.Millisecond
 	retentionSweepEvery = time.Hour
+	lockWait            = 3 * time.Second
 )
 
 // Defaults of Config.
@@ -167,9 +168,10 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m.expire()
 	m.recover()
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.scheduler()
 	go m.sweeper()
+	go m.awaitImages()
 	m.poke()
 	return m, nil
 }
@@ -201,12 +203,23 @@ func (m *Manager) lock() error {
 	if err != nil {
 		return err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+	// A daemon killed while starting a child leaves the lock held for the
+	// moment that child takes to exec (close-on-exec then drops it): a
+	// restart waits a little before it concludes another server runs.
+	for deadline := time.Now().Add(lockWait); ; {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return fmt.Errorf("lock: %w", err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
 			return errors.New("the state directory is in use by another server")
 		}
-		return fmt.Errorf("lock: %w", err)
+		time.Sleep(50 * time.Millisecond)
 	}
 	m.lockFile = f
 	return nil

@@ -374,3 +374,38 @@ func (m *Manager) sweeper() {
 		}
 	}
 }
+
+// awaitImages fails jobs created for a PUT whose image has not started
+// arriving within Config.ReceiveIdleTimeout, so that a job whose sender
+// went away does not wait forever.
+func (m *Manager) awaitImages() {
+	defer m.wg.Done()
+	idle := m.cfg.ReceiveIdleTimeout
+	t := time.NewTicker(min(max(idle/4, 100*time.Millisecond), 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-idle).Unix()
+		var late []*entry
+		m.mu.RLock()
+		for _, e := range m.active {
+			if j := e.job; j.State == cloudupload.StateCreated && j.Origin == cloudupload.OriginPut && j.Updated < cutoff {
+				late = append(late, e)
+			}
+		}
+		m.mu.RUnlock()
+		for _, e := range late {
+			e.wmu.Lock()
+			if j := m.snapshot(e); j.State == cloudupload.StateCreated && j.Updated < cutoff {
+				reason := fmt.Sprintf("the image never arrived (nothing received for %s)", roundDuration(idle))
+				m.jobLogger(j).Warn("giving up on a job", "reason", reason)
+				m.move(e, cloudupload.StateFailed, reason, nil)
+			}
+			e.wmu.Unlock()
+		}
+	}
+}

@@ -232,4 +232,3 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("refused PUT:\n%s", doc)
 	}
 }
-
