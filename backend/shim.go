@@ -63,6 +63,15 @@ func runShim(args []string) int {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	start := time.Now()
 	status := ""
+	// A kill that reaches the group before the uploader exists must still
+	// stop it: a SIGTERM caught before the start means no start, one caught
+	// while starting is passed on.
+	select {
+	case s := <-sigs:
+		logf("received %s before the uploader started: not starting it", s)
+		return recordExit(exitFile, "signal: "+s.String(), logf)
+	default:
+	}
 	if err := cmd.Start(); err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -72,6 +81,12 @@ func runShim(args []string) int {
 		status = "exit status 127"
 	} else {
 		logf("uploader started")
+		select {
+		case s := <-sigs:
+			logf("received %s: waiting for the uploader to stop", s)
+			cmd.Process.Signal(s)
+		default:
+		}
 		done, stopped := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(stopped)
@@ -103,6 +118,12 @@ func runShim(args []string) int {
 			logf("uploader ended (%s) after %s", status, took)
 		}
 	}
+	return recordExit(exitFile, status, logf)
+}
+
+// recordExit writes the uploader's exit status to exitFile and returns the
+// shim's own exit status.
+func recordExit(exitFile, status string, logf func(string, ...any)) int {
 	if err := writeFileAtomic(exitFile, []byte(status+"\n"), 0o644); err != nil {
 		logf("the server could not record the uploader's exit status: %v", atomicfile.Cause(err))
 		// The daemon that started this shim still learns the outcome from

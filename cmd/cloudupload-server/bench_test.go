@@ -347,3 +347,74 @@ func BenchmarkPutImage(b *testing.B) {
 	b.ReportMetric(hwmBig/1024, "peak-MiB-256MiB-put")
 	b.ReportMetric(hwmBig/hwmSmall, "peak-ratio-256/64")
 }
+
+// BenchmarkKill: the time from a kill request to its answer, which comes
+// once the job is final, for a job in each unfinished state, with the
+// default kill grace of 30s (a kill must not wait for it): created (no
+// image yet), receiving (a PUT stalled mid-body), scheduled (all slots
+// busy) and uploading (an uploader that stops on SIGTERM).
+func BenchmarkKill(b *testing.B) {
+	bin := buildServer(b)
+	release := b.TempDir()
+	b.Setenv("RELEASE_DIR", release)
+	p := startProcess(b, bin, "--max-uploads", "1", "--kill-grace", "30s")
+	kill := func(name string) time.Duration {
+		start := time.Now()
+		resp, err := benchClient.Post(p.url+"/cloudupload/"+name+"?cmd=kill", "", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		doc := string(get(b, p.url+"/cloudupload/"+name))
+		if resp.StatusCode != 200 || jobField(b, doc, "details") != "killed" {
+			b.Fatalf("kill: %s\n%s", resp.Status, doc)
+		}
+		return took
+	}
+	create := func(size int64, mode string) string {
+		resp, err := benchClient.Post(p.url+"/cloudupload", "text/xml", strings.NewReader(skeletonFor("alice", size, mode)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		doc, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return jobField(b, string(doc), "name")
+	}
+	waitState := func(name, state string) {
+		for i := 0; jobField(b, string(get(b, p.url+"/cloudupload/"+name)), "state") != state; i++ {
+			if i > 5000 {
+				b.Fatalf("job %s never %s", name, state)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	const rounds = 5
+	times := map[string][]time.Duration{}
+	for range rounds {
+		times["created"] = append(times["created"], kill(create(1024, "instant")))
+
+		name := create(8<<20, "instant")
+		conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(conn, "PUT /cloudupload/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", name, 8<<20)
+		conn.Write(make([]byte, 1<<20))
+		waitState(name, "receiving")
+		times["receiving (stalled PUT)"] = append(times["receiving (stalled PUT)"], kill(name))
+		conn.Close()
+
+		busy, _ := submitPutMode(b, p.url, "alice", 5, strings.NewReader("12345"), "slow")
+		waitState(busy, "uploading")
+		queued, _ := submitPutMode(b, p.url, "bob", 5, strings.NewReader("12345"), "instant")
+		waitState(queued, "scheduled")
+		times["scheduled"] = append(times["scheduled"], kill(queued))
+		times["uploading"] = append(times["uploading"], kill(busy))
+	}
+	for _, state := range []string{"created", "receiving (stalled PUT)", "scheduled", "uploading"} {
+		d := times[state]
+		b.Logf("kill of a %s job: p50 %.1f ms, max %.1f ms (%d kills, kill grace 30s)", state, ms(percentile(d, 0.5)), ms(percentile(d, 1)), len(d))
+	}
+}

@@ -149,3 +149,27 @@ func TestReceiveStalled(t *testing.T) {
 	g, _ = m2.Get(j.ID)
 	wantState(t, g, cloudupload.StateFailed, "killed")
 }
+
+// TestKillAtStart kills jobs the moment they are uploading, when the shim
+// may not yet have started the uploader: the kill must still reach the
+// uploader, not wait for the kill grace (an hour here).
+func TestKillAtStart(t *testing.T) {
+	cfg := daemonConfig(t.TempDir())
+	cfg.KillGrace = time.Hour
+	m := open(t, cfg)
+	shared := t.TempDir()
+	for range 10 {
+		j := create(t, m, "alice", fakeData{Mode: "sleep", Dir: shared})
+		receive(t, m, j.ID, "image")
+		waitFor(t, "uploading", func() bool { g, _ := m.Get(j.ID); return g.State == cloudupload.StateUploading })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := m.Kill(ctx, j.ID)
+		cancel()
+		if err != nil {
+			t.Fatalf("kill right after the start: %v", err)
+		}
+		if g, _ := m.Get(j.ID); g.State != cloudupload.StateFailed {
+			t.Fatalf("job %s after kill", g.State)
+		}
+	}
+}
