@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,7 +167,10 @@ func TestKillAtStart(t *testing.T) {
 		err := m.Kill(ctx, j.ID)
 		cancel()
 		if err != nil {
-			t.Fatalf("kill right after the start: %v", err)
+			p, _ := m.LogPath(j.ID)
+			b, _ := os.ReadFile(p)
+			out, _ := exec.Command("ps", "-eo", "pid,pgid,stat,args").Output()
+			t.Fatalf("kill right after the start: %v\njob log:\n%s\n%s", err, b, out)
 		}
 		if g, _ := m.Get(j.ID); g.State != cloudupload.StateFailed {
 			t.Fatalf("job %s after kill", g.State)

@@ -19,6 +19,10 @@ import (
 // supervises one uploader.
 const shimArg = "__cloudupload_shim"
 
+// forwardWindow: a SIGTERM the shim receives this soon after starting the
+// uploader is passed on to it (see runShim).
+const forwardWindow = 2 * time.Second
+
 // Exit statuses of a shim that could not write the exit file (a full disk):
 // the daemon that waits for it records the outcome from them.
 const (
@@ -81,19 +85,23 @@ func runShim(args []string) int {
 		status = "exit status 127"
 	} else {
 		logf("uploader started")
-		select {
-		case s := <-sigs:
-			logf("received %s: waiting for the uploader to stop", s)
-			cmd.Process.Signal(s)
-		default:
-		}
+		started := time.Now()
 		done, stopped := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(stopped)
+			forwarded := false
 			for {
 				select {
 				case s := <-sigs:
 					logf("received %s: waiting for the uploader to stop", s)
+					// Go hands a caught signal to the channel a moment
+					// after it arrived: one that reaches the channel soon
+					// after the start may have been sent to the group
+					// before the uploader existed, so it is passed on.
+					if !forwarded && time.Since(started) < forwardWindow {
+						forwarded = true
+						cmd.Process.Signal(s)
+					}
 				case <-done:
 					return
 				}
