@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 BENCHOUT ?= bench-results
 
-.PHONY: all build test test-deps vet layering demo bench clean
+.PHONY: all build test test-deps vet layering demo bench soak clean
 
 all: build
 
@@ -37,6 +37,11 @@ test: test-deps build vet layering
 
 demo:
 	@scripts/demo.sh
+
+# soak: the crash test, longer than in make test (SEED=N for another schedule).
+soak: test-deps
+	$(GO) test -count=1 -timeout 30m -run '^TestCrash$$' -v ./cmd/cloudupload-server \
+		-crash.jobs=$${JOBS:-100} -crash.kills=$${KILLS:-30} -crash.seed=$${SEED:-7}
 
 bench: build
 	@scripts/bench.sh $(BENCHOUT)

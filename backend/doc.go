@@ -65,5 +65,25 @@
 // with PUT fails ("upload it again"); scheduled jobs are queued; a live
 // uploader is re-adopted; an uploader that ended while the daemon was down
 // gives its recorded outcome, one that vanished fails with "the server lost
-// the uploader".
+// the uploader". A shim whose pid was never recorded (the daemon died while
+// starting it) is found by its work directory and command line and
+// re-adopted; processes of a job without their shim are stopped as a kill
+// stops them. Temporary files of an uploading job are left to its live
+// processes and removed when it ends.
+//
+// A job.json that cannot be read leaves the job visible as failed ("the
+// server could not read this job's record"), its directory untouched for
+// the operator; processes still running in its work directory are stopped.
+// A next-id that cannot be read is rebuilt from the highest id on disk.
+//
+// # Receiving
+//
+// A receive that gets no byte for Config.ReceiveIdleTimeout fails its job
+// ("the image stopped arriving"), and so does a job created for a PUT that
+// has not come within that time. A kill or an idle timeout interrupts a
+// read blocked on a stalled sender (see Interrupter). Images that would
+// take the state directory's free space below Config.MinFreeSpace are
+// refused before a byte is written (ENOSPACE); a full disk while receiving
+// removes the partial image, then fails the job ("the server ran out of
+// disk space").
 package backend
