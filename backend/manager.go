@@ -567,7 +567,9 @@ func (m *Manager) archive(id int64) error {
 }
 
 // Receive stores the image of job id sent with PUT: body holds size bytes
-// (size < 0: unknown, then the job's Size when known). ENOTFOUND for an
+// (size < 0: unknown, e.g. chunked). When the job has a Size, that is what
+// must arrive, and a size that differs fails the job before any byte is
+// read. ENOTFOUND for an
 // unknown id, ECONFLICT "job is not in created state" unless the job is
 // created. The job is receiving while the image streams to disk; a short or
 // long body or a read error fails the job with the reason (returned as
@@ -604,8 +606,13 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	if err != nil {
 		return err
 	}
+	// A job's size (from the skeleton) is what must arrive, as OBS checked;
+	// a Content-Length that says otherwise fails the job at once.
 	expect := size
-	if expect < 0 && j.Size > 0 {
+	if j.Size > 0 {
+		if size >= 0 && size != j.Size {
+			return m.endReceive(e, 0, 0, &sizeError{got: size, want: j.Size, announced: true})
+		}
 		expect = j.Size
 	}
 	log := m.jobLogger(j)
@@ -618,10 +625,17 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	return m.endReceive(e, n, time.Since(start), err)
 }
 
-// sizeError is a body of the wrong length.
-type sizeError struct{ got, want int64 }
+// sizeError is a body of the wrong length; announced when the request's
+// Content-Length said so before any byte was read.
+type sizeError struct {
+	got, want int64
+	announced bool
+}
 
 func (e *sizeError) Error() string {
+	if e.announced {
+		return fmt.Sprintf("the request announces %d bytes, expected %d", e.got, e.want)
+	}
 	return fmt.Sprintf("received %d bytes, expected %d", e.got, e.want)
 }
 

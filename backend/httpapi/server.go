@@ -33,7 +33,9 @@ type Manager interface {
 	// copied in the background. It returns the job as stored (state created).
 	Create(ctx context.Context, job cloudupload.Job, data []byte) (cloudupload.Job, error)
 	// Receive reads the image of a job created with Origin put; size is the
-	// request's Content-Length.
+	// request's Content-Length, -1 when unknown (chunked). When the job has
+	// a size, that is what must arrive: a size that differs, a short or a
+	// long body fails the job (EINVALID with the reason).
 	Receive(ctx context.Context, id int64, body io.Reader, size int64) error
 	// Get returns one job, ENOTFOUND "no such job" when unknown.
 	Get(id int64) (cloudupload.Job, error)
@@ -258,6 +260,16 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := make([]int64, 0, len(names))
 	for _, n := range names {
+		// OBS's check (num): digits only; such a name that is no job's
+		// (007, too long) is skipped like an unknown id.
+		if n == "" {
+			s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "number is empty"))
+			return
+		}
+		if strings.Trim(n, "0123456789") != "" {
+			s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "not a number: '%s'", truncate(n)))
+			return
+		}
 		if id, ok := ParseID(n); ok {
 			ids = append(ids, id)
 		}
@@ -381,14 +393,8 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
-	if r.ContentLength < 0 {
-		if _, err := s.m.Get(id); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		s.failStatus(w, r, http.StatusLengthRequired, "content length is required")
-		return
-	}
+	// A chunked body (ContentLength -1) is taken as OBS took it: the job's
+	// size from the skeleton says how many bytes must arrive.
 	if err := s.m.Receive(r.Context(), id, r.Body, r.ContentLength); err != nil {
 		s.fail(w, r, err)
 		return
@@ -397,9 +403,10 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 }
 
 // command is POST /cloudupload/<id>: cmd=kill or command=kill, in the query
-// or a form body.
+// or a form body. Without a command it answers the job's document, as
+// OBS's server did.
 func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
-	id, _, err := s.getJob(name)
+	id, job, err := s.getJob(name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -427,7 +434,8 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
 	cmds := append(q["cmd"], q["command"]...)
 	switch {
 	case len(cmds) == 0:
-		err = cloudupload.Errorf(cloudupload.EINVALID, "parameter 'cmd' is missing")
+		writeXML(w, xmlapi.Job(job))
+		return
 	case len(cmds) > 1:
 		err = cloudupload.Errorf(cloudupload.EINVALID, "parameter 'cmd' set multiple times")
 	case cmds[0] != "kill":
