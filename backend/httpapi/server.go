@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -49,12 +48,21 @@ type Manager interface {
 	LogPath(id int64) (string, error)
 }
 
-// Limits on request bodies.
+// Limits on request bodies, checked before a byte is buffered.
 const (
-	MaxTargetData = 10 << 20                 // JSON target data of POST /cloudupload
-	MaxSkeleton   = 2*MaxTargetData + 64<<10 // XML job skeleton: hex target data and the fields
-	maxForm       = 64 << 10                 // form body of POST /cloudupload/<id>
+	MaxTargetData = 10 << 20 // JSON target data of POST /cloudupload, as OBS
+	// MaxSkeleton bounds the XML job skeleton: the fields and the hex of
+	// target data, which in practice is a few hundred bytes of JSON (so up
+	// to about 500 KiB of target data by this route).
+	MaxSkeleton = 1 << 20
+	maxForm     = 64 << 10 // form body of POST /cloudupload/<id>
 )
+
+// What holding a body costs in memory, for the budget: target data is held
+// as read; a skeleton also as its parsed field texts and decoded data.
+func targetDataCost(n int64) int64 { return n + 4<<10 }
+func skeletonCost(n int64) int64   { return 5*n + 4<<10 }
+func formCost(n int64) int64       { return 2*n + 4<<10 }
 
 // Config configures the handler.
 type Config struct {
@@ -67,6 +75,10 @@ type Config struct {
 	PublicKey []byte
 	// LogPoll is how often a streamed log is checked for growth; default 200ms.
 	LogPoll time.Duration
+	// MaxBuffered bounds the bytes of request bodies held in memory at once
+	// (DefaultMaxBuffered when 0); a request that finds no room within 10s
+	// is answered 503. It must be at least what one body of each kind costs.
+	MaxBuffered int64
 	Logger  *slog.Logger // default slog.Default()
 }
 
@@ -78,6 +90,10 @@ type Server struct {
 	pubinfo []byte // <pubkeyinfo> document, nil without key
 	poll    time.Duration
 	log     *slog.Logger
+
+	budget   *budget       // of buffered request bodies
+	buffered int64         // the budget's size
+	bodyWait time.Duration // for room in the budget
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by StopStreams
@@ -91,6 +107,11 @@ func New(cfg Config) (*Server, error) {
 	if s.poll <= 0 {
 		s.poll = 200 * time.Millisecond
 	}
+	s.buffered = cfg.MaxBuffered
+	if s.buffered <= 0 {
+		s.buffered = DefaultMaxBuffered
+	}
+	s.budget, s.bodyWait = newBudget(s.buffered), defaultBodyWait
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -313,19 +334,25 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	var job cloudupload.Job
 	var data []byte
 	var err error
+	release := func() {}
 	if isXML(r) || r.URL.RawQuery == "" {
 		var body []byte
-		if body, err = readBody(w, r, MaxSkeleton, "job skeleton"); err == nil {
+		if body, release, err = s.readBody(w, r, MaxSkeleton, "job skeleton", skeletonCost); err == nil {
 			job, data, err = xmlapi.ParseSkeleton(body)
 		}
 	} else {
 		job, err = jobFromQuery(r.URL.RawQuery)
 		if err == nil {
-			data, err = readBody(w, r, MaxTargetData, "target data")
+			data, release, err = s.readBody(w, r, MaxTargetData, "target data", targetDataCost)
 		}
 	}
 	if err == nil {
 		job, err = s.m.Create(r.Context(), job, data)
+		release()
+	}
+	if errors.Is(err, errBusy) {
+		s.failBusy(w, r)
+		return
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -360,26 +387,6 @@ func jobFromQuery(raw string) (cloudupload.Job, error) {
 func isXML(r *http.Request) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	return err == nil && (mt == "text/xml" || mt == "application/xml")
-}
-
-// readBody reads a request body of at most limit bytes; beyond: ETOOLARGE.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, error) {
-	tooLarge := cloudupload.Errorf(cloudupload.ETOOLARGE, "%s is larger than %d MiB", what, limit>>20)
-	if r.ContentLength > limit {
-		return nil, tooLarge
-	}
-	var b bytes.Buffer
-	if r.ContentLength > 0 {
-		b.Grow(int(r.ContentLength))
-	}
-	_, err := b.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return nil, tooLarge
-	} else if err != nil {
-		return nil, &cloudupload.Error{Code: cloudupload.EINVALID, Message: "reading the " + what + " failed", Err: err}
-	}
-	return b.Bytes(), nil
 }
 
 // put is PUT /cloudupload/<id>: the image of a job created from a skeleton.
@@ -417,12 +424,16 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
-		body, err := readBody(w, r, maxForm, "form")
-		if err != nil {
+		body, release, err := s.readBody(w, r, maxForm, "form", formCost)
+		if errors.Is(err, errBusy) {
+			s.failBusy(w, r)
+			return
+		} else if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		f, err := parseQuery(string(body), "cmd", "command")
+		release()
 		if err != nil {
 			s.fail(w, r, err)
 			return

@@ -179,6 +179,8 @@ func TestRoutes(t *testing.T) {
 		{"skeleton", request{"POST", "/cloudupload", map[string]string{"Content-Type": "text/xml"}, skeleton(goodSkeleton())}, "200 OK"},
 		{"skeleton-missing-size", request{"POST", "/cloudupload", map[string]string{"Content-Type": "application/xml"}, skeleton(noSize)}, "400 size is missing from job skeleton"},
 		{"skeleton-not-xml", request{"POST", "/cloudupload", nil, "hello"}, "400 job skeleton is not valid XML"},
+		{"skeleton-too-large", request{"POST", "/cloudupload", map[string]string{"Content-Type": "text/xml"}, strings.Repeat("<a/>", MaxSkeleton/4+1)}, "413 job skeleton is larger than 1 MiB"},
+		{"skeleton-siblings", request{"POST", "/cloudupload", map[string]string{"Content-Type": "text/xml"}, "<clouduploadjob>" + strings.Repeat("<a/>", 1000) + "</clouduploadjob>"}, "400 job skeleton has more than 64 elements"},
 		{"put", request{"PUT", "/cloudupload/1", nil, "12345"}, "200 OK"},
 		{"put-again", request{"PUT", "/cloudupload/1", nil, "12345"}, "400 job is not in created state"},
 		{"put-unknown", request{"PUT", "/cloudupload/999", nil, "12345"}, "404 no such job"},
@@ -516,5 +518,51 @@ func TestLogStreamArchived(t *testing.T) {
 	m.setState(5, cloudupload.StateFailed, "boom")
 	if b, _ := io.ReadAll(resp3.Body); string(b) != "all of it\n" {
 		t.Errorf("log of a job archived before the stream saw it: %q", b)
+	}
+}
+
+// TestBodyBudget: request bodies held in memory together stay within
+// MaxBuffered; a request that finds no room in time is answered 503, and
+// the room comes back when a body is done with.
+func TestBodyBudget(t *testing.T) {
+	ts, _, s := startServer(t, Config{MaxBuffered: 300 << 10})
+	s.bodyWait = 200 * time.Millisecond
+	// A create whose 200 KiB body stalls holds 204 KiB of the budget.
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{", createQuery, 200<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.budget.mu.Lock()
+		free := s.budget.free
+		s.budget.mu.Unlock()
+		if free < 300<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled create did not take its share of the budget")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	body := strings.Repeat(" ", 150<<10) + "{}"
+	if status, _ := do(t, ts, request{"POST", createQuery, nil, body}); status != "503 the server is busy, try again later" {
+		t.Errorf("create while the budget is taken: %s", status)
+	}
+	// Small bodies still fit.
+	if status, _ := do(t, ts, request{"POST", createQuery, nil, "{}"}); status != "200 OK" {
+		t.Errorf("small create: %s", status)
+	}
+	conn.Close() // the stalled body fails; its share is released
+	for {
+		status, _ := do(t, ts, request{"POST", createQuery, nil, body})
+		if status == "200 OK" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the stalled create ended: %s", status)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
