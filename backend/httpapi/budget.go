@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,119 +26,191 @@ const (
 )
 
 // budget is a counting semaphore of bytes: the memory buffered bodies may
-// use together.
+// use together. Waiters are served first come, first served, so that a
+// large body is not starved by a stream of small ones.
 type budget struct {
 	mu      sync.Mutex
 	free    int64
-	changed chan struct{} // closed and replaced when bytes are released
+	waiters []*waiter // in arrival order
+}
+
+type waiter struct {
+	n     int64
+	ready chan struct{} // closed when the bytes were granted
 }
 
 func newBudget(n int64) *budget {
-	return &budget{free: n, changed: make(chan struct{})}
+	return &budget{free: n}
 }
 
-// acquire takes n bytes, waiting until they are free or ctx ends (false).
-// n must not exceed the budget's size.
+// acquire takes n bytes, waiting until they are free and every earlier
+// waiter is served, or until ctx ends (false). n must not exceed the
+// budget's size.
 func (b *budget) acquire(ctx context.Context, n int64) bool {
-	for {
-		b.mu.Lock()
-		if b.free >= n {
-			b.free -= n
-			b.mu.Unlock()
-			return true
-		}
-		changed := b.changed
+	b.mu.Lock()
+	if len(b.waiters) == 0 && b.free >= n {
+		b.free -= n
 		b.mu.Unlock()
+		return true
+	}
+	w := &waiter{n: n, ready: make(chan struct{})}
+	b.waiters = append(b.waiters, w)
+	b.mu.Unlock()
+	select {
+	case <-w.ready:
+		return true
+	case <-ctx.Done():
+		b.mu.Lock()
+		defer b.mu.Unlock()
 		select {
-		case <-changed:
-		case <-ctx.Done():
-			return false
+		case <-w.ready: // granted meanwhile: give it back
+			b.free += n
+		default:
+			b.waiters = slices.DeleteFunc(b.waiters, func(x *waiter) bool { return x == w })
 		}
+		b.grant()
+		return false
 	}
 }
 
 func (b *budget) release(n int64) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.free += n
-	close(b.changed)
-	b.changed = make(chan struct{})
-	b.mu.Unlock()
+	b.grant()
+}
+
+// grant serves the waiters in order while they fit. The caller holds mu.
+func (b *budget) grant() {
+	for len(b.waiters) > 0 && b.waiters[0].n <= b.free {
+		w := b.waiters[0]
+		b.waiters = b.waiters[1:]
+		b.free -= w.n
+		close(w.ready)
+	}
 }
 
 var errBusy = errors.New("busy")
 
 // readBody reads a request body of at most limit bytes (beyond: ETOOLARGE)
-// into memory, after reserving cost(size) bytes of the budget, where size is
-// the body's announced length or, when unknown (chunked), what the buffer may
-// grow to. The caller calls the returned release once it no longer holds the
-// body or what it parsed from it. When the budget stays full for s.bodyWait,
-// the error is errBusy.
+// into memory, within the budget: a body of known length reserves
+// cost(length) before it is read, into one buffer of that length; a
+// chunked one reserves its pieces as they arrive, then cost(length). The
+// caller calls the returned release (never nil) once it no longer holds
+// the body or what it parsed from it. When the budget stays full for s.bodyWait, the
+// error is errBusy.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, what string, cost func(int64) int64) ([]byte, func(), error) {
 	tooLarge := cloudupload.Errorf(cloudupload.ETOOLARGE, "%s is larger than %d MiB", what, limit>>20)
 	if limit < 1<<20 {
 		tooLarge = cloudupload.Errorf(cloudupload.ETOOLARGE, "%s is larger than %d KiB", what, limit>>10)
 	}
+	res := &reservation{s: s, ctx: r.Context()}
 	if r.ContentLength > limit {
-		return nil, nil, tooLarge
+		return nil, res.release, tooLarge
 	}
-	size := r.ContentLength
-	if size < 0 {
-		size = limit + limit/2 + 1 // a buffer growing by doubling up to limit+1
-	}
-	n := min(cost(size), s.buffered)
-	ctx, cancel := context.WithTimeout(r.Context(), s.bodyWait)
-	ok := s.budget.acquire(ctx, n)
-	cancel()
-	if !ok {
-		return nil, nil, errBusy
-	}
-	var once sync.Once
-	release := func() { once.Do(func() { s.budget.release(n) }) }
 	http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
-	b, err := readLimited(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		release()
-		return nil, nil, tooLarge
-	} else if err != nil {
-		release()
-		return nil, nil, &cloudupload.Error{Code: cloudupload.EINVALID, Message: "reading the " + what + " failed", Err: err}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	var b []byte
+	var err error
+	if r.ContentLength >= 0 {
+		if !res.grow(cost(r.ContentLength), true) {
+			return nil, res.release, errBusy
+		}
+		b = make([]byte, r.ContentLength)
+		if _, err = io.ReadFull(body, b); err == nil {
+			// Nothing may follow (MaxBytesReader reports a body over limit).
+			if _, rerr := body.Read(make([]byte, 1)); rerr != nil && !errors.Is(rerr, io.EOF) {
+				err = rerr
+			}
+		}
+	} else if b, err = res.readChunked(body, limit); err == nil && !res.grow(cost(int64(len(b))), false) {
+		err = errBusy
 	}
-	return b, release, nil
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		return b, res.release, nil
+	case errors.As(err, &mbe):
+		err = tooLarge
+	case !errors.Is(err, errBusy):
+		err = &cloudupload.Error{Code: cloudupload.EINVALID, Message: "reading the " + what + " failed", Err: err}
+	}
+	res.release()
+	return nil, res.release, err
 }
 
-// readLimited reads r to its end: into a buffer of exactly size bytes when
-// size is known, else into one that doubles up to limit+1.
-func readLimited(r io.Reader, size, limit int64) ([]byte, error) {
-	if size >= 0 {
-		b := make([]byte, size)
-		if _, err := io.ReadFull(r, b); err != nil {
-			return nil, err
-		}
-		// Nothing may follow (MaxBytesReader reports a body over limit).
-		if _, err := r.Read(make([]byte, 1)); err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		return b, nil
+// reservation is the part of the budget one body holds.
+type reservation struct {
+	s    *Server
+	ctx  context.Context
+	held int64
+}
+
+// grow makes the reservation n bytes (never more than the whole budget; it
+// never shrinks), waiting at most s.bodyWait when wait is set; false when
+// there was no room.
+func (r *reservation) grow(n int64, wait bool) bool {
+	n = min(n, r.s.buffered)
+	if n <= r.held {
+		return true
 	}
-	b := make([]byte, 0, min(64<<10, limit+1))
+	timeout := r.s.bodyWait
+	if !wait {
+		timeout = 0
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
+	defer cancel()
+	if !r.s.budget.acquire(ctx, n-r.held) {
+		return false
+	}
+	r.held = n
+	return true
+}
+
+func (r *reservation) release() {
+	if r.held > 0 {
+		r.s.budget.release(r.held)
+		r.held = 0
+	}
+}
+
+// chunkSize is the piece a body of unknown length is read in.
+const chunkSize = 64 << 10
+
+// readChunked reads a body of unknown length in pieces, each reserved
+// before it is allocated (a client trickling its body holds only what it
+// sent), and joins them, reserving the copy too. Only the first piece waits
+// for room: a reader that holds a part and waited for more could wait for
+// another that does the same, so when there is no room for the next piece
+// at once, the body is refused (errBusy).
+func (r *reservation) readChunked(body io.Reader, limit int64) ([]byte, error) {
+	var pieces [][]byte
+	var n int64
 	for {
-		if int64(len(b)) > limit {
-			return nil, &http.MaxBytesError{Limit: limit}
+		if !r.grow(n+chunkSize, n == 0) {
+			return nil, errBusy
 		}
-		if len(b) == cap(b) {
-			nb := make([]byte, len(b), min(2*int64(cap(b)), limit+1))
-			copy(nb, b)
-			b = nb
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if errors.Is(err, io.EOF) {
-			return b, nil
+		p := make([]byte, chunkSize)
+		k, err := io.ReadFull(body, p)
+		pieces = append(pieces, p[:k])
+		n += int64(k)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
 		} else if err != nil {
 			return nil, err
 		}
+		if n > limit {
+			return nil, &http.MaxBytesError{Limit: limit}
+		}
 	}
+	if !r.grow(n+int64(len(pieces))*chunkSize, false) {
+		return nil, errBusy
+	}
+	b := make([]byte, 0, n)
+	for _, p := range pieces {
+		b = append(b, p...)
+	}
+	return b, nil
 }
 
 // failBusy answers a request that found no room for its body.

@@ -79,7 +79,7 @@ type Config struct {
 	// (DefaultMaxBuffered when 0); a request that finds no room within 10s
 	// is answered 503. It must be at least what one body of each kind costs.
 	MaxBuffered int64
-	Logger  *slog.Logger // default slog.Default()
+	Logger      *slog.Logger // default slog.Default()
 }
 
 // Server is the http.Handler of the API.
@@ -348,8 +348,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		job, err = s.m.Create(r.Context(), job, data)
-		release()
 	}
+	release()
 	if errors.Is(err, errBusy) {
 		s.failBusy(w, r)
 		return

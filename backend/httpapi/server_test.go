@@ -565,4 +565,16 @@ func TestBodyBudget(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Every way a body ends gives its share back.
+	for _, req := range []request{
+		{"POST", "/cloudupload", nil, "<clouduploadjob><a/></clouduploadjob>"}, // refused skeleton
+		{"POST", "/cloudupload", nil, skeleton(goodSkeleton())},                // created
+		{"POST", strings.Replace(createQuery, "target=mirror", "target=unknown", 1), nil, "{}"},
+		{"POST", "/cloudupload/2", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "cmd=x"},
+	} {
+		do(t, ts, req)
+	}
+	if s.budget.free != 300<<10 {
+		t.Errorf("budget %d bytes free after all bodies ended, want %d", s.budget.free, 300<<10)
+	}
 }
