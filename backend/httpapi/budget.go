@@ -17,6 +17,10 @@ import (
 // parsing them costs. Images (PUT) stream to disk and do not count.
 const DefaultMaxBuffered = 16 << 20
 
+// DefaultMaxReceives is the default bound on PUTs streaming at once; each
+// holds the Manager's receive buffer (1 MiB).
+const DefaultMaxReceives = 8
+
 // defaultBodyWait bounds how long a request waits for room in the budget
 // before it is answered 503; bodyTimeout bounds how long reading a buffered body
 // may take, so that a client trickling bytes cannot hold its share forever.

@@ -75,6 +75,10 @@ type Config struct {
 	PublicKey []byte
 	// LogPoll is how often a streamed log is checked for growth; default 200ms.
 	LogPoll time.Duration
+	// MaxReceives bounds the images (PUT) streaming to disk at once, each
+	// with its buffer (DefaultMaxReceives when 0); a PUT that finds no
+	// place within 10s is answered 503 before its job changes.
+	MaxReceives int
 	// MaxBuffered bounds the bytes of request bodies held in memory at once
 	// (DefaultMaxBuffered when 0); a request that finds no room within 10s
 	// is answered 503. It must be at least what one body of each kind costs.
@@ -92,6 +96,7 @@ type Server struct {
 	log     *slog.Logger
 
 	budget   *budget       // of buffered request bodies
+	receives *budget       // places for PUTs streaming
 	buffered int64         // the budget's size
 	bodyWait time.Duration // for room in the budget
 
@@ -112,6 +117,10 @@ func New(cfg Config) (*Server, error) {
 		s.buffered = DefaultMaxBuffered
 	}
 	s.budget, s.bodyWait = newBudget(s.buffered), defaultBodyWait
+	if cfg.MaxReceives <= 0 {
+		cfg.MaxReceives = DefaultMaxReceives
+	}
+	s.receives = newBudget(int64(cfg.MaxReceives))
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -400,6 +409,14 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.bodyWait)
+	ok = s.receives.acquire(ctx, 1)
+	cancel()
+	if !ok {
+		s.failBusy(w, r)
+		return
+	}
+	defer s.receives.release(1)
 	// A chunked body (ContentLength -1) is taken as OBS took it: the job's
 	// size from the skeleton says how many bytes must arrive.
 	if err := s.m.Receive(r.Context(), id, r.Body, r.ContentLength); err != nil {

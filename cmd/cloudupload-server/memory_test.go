@@ -37,6 +37,7 @@ func TestHostileMemory(t *testing.T) {
 	addr := strings.TrimPrefix(p.url, "http://")
 
 	siblings := bytes.Repeat([]byte("<a/>"), 5_000_000) // 19 MiB, as in the issue
+	image := bytes.Repeat([]byte("i"), 4<<20)
 	inCap := func(inner string) []byte {
 		return []byte("<clouduploadjob>" + inner + "</clouduploadjob>")
 	}
@@ -134,6 +135,18 @@ func TestHostileMemory(t *testing.T) {
 				mu.Unlock()
 			}()
 		}
+	}
+	// Many PUTs of images at once.
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name, _ := createSkeleton(t, p.url, 4<<20)
+			code := send(p.url, "PUT", "/cloudupload/"+name, image, false, nil)
+			mu.Lock()
+			got["PUT of 4 MiB"] = append(got["PUT of 4 MiB"], code)
+			mu.Unlock()
+		}()
 	}
 	for range 2 {
 		wg.Add(1)
