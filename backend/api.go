@@ -20,6 +20,11 @@ type Config struct {
 	// UploaderEnv is added to the daemon's own environment for uploader
 	// processes (e.g. CLOUDUPLOAD_MIRRORS=…, CLOUDUPLOAD_PRIVKEY=…).
 	UploaderEnv []string
+	// NoValidate is set when the uploader does not speak this project's
+	// protocol (ProbeUploader): OBS's clouduploader or a site's script.
+	// Create then does not run `<uploader> validate`; the uploader checks
+	// the target data when it runs, as with OBS.
+	NoValidate bool
 	// Fetcher fetches the image of jobs created with Origin fetch; nil means
 	// such jobs cannot be created.
 	Fetcher Fetcher

@@ -94,6 +94,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		uploader = filepath.Join(filepath.Dir(exe), "clouduploader")
 	}
+	ours, probed, err := backend.ProbeUploader(ctx, uploader)
+	if err != nil {
+		return fmt.Errorf("uploader: %w", err)
+	}
 	var fetcher backend.Fetcher
 	source := "none (only jobs whose image is sent with PUT)"
 	switch {
@@ -143,11 +147,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		"max_uploads", c.MaxUploads, "max_uploads_per_user", c.MaxUploadsPerUser, "kill_grace", c.KillGrace,
 		"retention", retentionText(c.Retention), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
 		"token", token != "", "max_connections", c.MaxConnections, "memory_limit", memLimit)
+	if ours {
+		log.Info("the uploader speaks this server's protocol: target data is checked at create", "uploader", uploader, "protocol", probed)
+	} else {
+		log.Info("the uploader has OBS's argv only: jobs are created without checking their target data, the uploader checks it when it runs",
+			"uploader", uploader, "protocol_probe", probed)
+	}
 	start := time.Now()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
 		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
-		UploaderEnv: env, Fetcher: fetcher, Logger: log,
+		UploaderEnv: env, Fetcher: fetcher, Logger: log, NoValidate: !ours,
 	})
 	if err != nil {
 		return err
