@@ -20,7 +20,7 @@ func TestNoServerCredentials(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true") // not an EC2 instance
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")      // not an EC2 instance
 	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9") // nothing may be asked
 	im := writeImage(t, "appliance.x86_64.raw", testDisk(2, func(int) bool { return true }))
 	_, log, err := upload(t, context.Background(), testTarget(), testJob("16", "appliance.x86_64.raw"), jsonData(t, map[string]any{"ami_name": "nocreds"}), im)
