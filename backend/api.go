@@ -27,6 +27,11 @@ type Config struct {
 	// UploaderEnv is added to the daemon's own environment for uploader
 	// processes (e.g. CLOUDUPLOAD_MIRRORS=…, CLOUDUPLOAD_PRIVKEY=…).
 	UploaderEnv []string
+	// NoValidate is set when the uploader does not speak this project's
+	// protocol (ProbeUploader): OBS's clouduploader or a site's script.
+	// Create then does not run `<uploader> validate`; the uploader checks
+	// the target data when it runs, as with OBS.
+	NoValidate bool
 	// Fetcher fetches the image of jobs created with Origin fetch; nil means
 	// such jobs cannot be created.
 	Fetcher Fetcher
@@ -63,9 +68,12 @@ type Fetcher interface {
 //	(*Manager) Receive(ctx, id, body io.Reader, size int64) error
 //	    PUT of the image: ENOTFOUND for unknown ids, ECONFLICT "job is not in
 //	    created state" otherwise (also for Origin fetch jobs); state receiving
-//	    while it streams; size < 0 means unknown (the job's Size applies when
-//	    known); a short or long body or read error → job failed with the reason,
-//	    returned as EINVALID ("received N bytes, expected M"); a local write
+//	    while it streams; size is the request's Content-Length, < 0 when
+//	    unknown (chunked); when the job has a Size, that must arrive and a
+//	    size that differs fails the job at once ("the request announces N
+//	    bytes, expected M"); a short or long body or read error → job failed
+//	    with the reason, returned as EINVALID ("received N bytes, expected
+//	    M"); a local write
 //	    error → failed, EINTERNAL; killed meanwhile → ECONFLICT "job was
 //	    killed"; success (image synced) → scheduled. Close cancels it and
 //	    leaves the job receiving (the next Open fails it: "upload it again").

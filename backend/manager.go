@@ -466,8 +466,11 @@ func (m *Manager) Create(ctx context.Context, job cloudupload.Job, data []byte) 
 }
 
 // validate runs `<uploader> validate <target>` with the target data on
-// stdin.
+// stdin, unless the uploader cannot (Config.NoValidate).
 func (m *Manager) validate(ctx context.Context, job cloudupload.Job, data []byte) error {
+	if m.cfg.NoValidate {
+		return nil // the uploader checks the data when it runs
+	}
 	ctx, cancel := context.WithTimeout(ctx, validateTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, m.cfg.Uploader, "validate", job.Target)
@@ -622,7 +625,9 @@ func (m *Manager) archive(id int64) error {
 }
 
 // Receive stores the image of job id sent with PUT: body holds size bytes
-// (size < 0: unknown, then the job's Size when known). ENOTFOUND for an
+// (size < 0: unknown, e.g. chunked). When the job has a Size, that is what
+// must arrive, and a size that differs fails the job before any byte is
+// read. ENOTFOUND for an
 // unknown id, ECONFLICT "job is not in created state" unless the job is
 // created. The job is receiving while the image streams to disk; a short or
 // long body or a read error fails the job with the reason (returned as
@@ -656,7 +661,7 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 		return cloudupload.Errorf(cloudupload.ECONFLICT, "job is not in created state")
 	}
 	expect := size
-	if expect < 0 && j.Size > 0 {
+	if j.Size > 0 {
 		expect = j.Size
 	}
 	if err := m.checkSpace(expect); err != nil {
@@ -675,6 +680,11 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	e.wmu.Unlock()
 	if err != nil {
 		return err
+	}
+	// A job's size (from the skeleton) is what must arrive, as OBS checked;
+	// a Content-Length that says otherwise fails the job at once.
+	if j.Size > 0 && size >= 0 && size != j.Size {
+		return m.endReceive(e, 0, 0, &sizeError{got: size, want: j.Size, announced: true})
 	}
 	log := m.jobLogger(j)
 	log.Info("receiving image", "bytes", expect)
@@ -745,10 +755,17 @@ func (m *Manager) checkSpace(size int64) error {
 	return nil
 }
 
-// sizeError is a body of the wrong length.
-type sizeError struct{ got, want int64 }
+// sizeError is a body of the wrong length; announced when the request's
+// Content-Length said so before any byte was read.
+type sizeError struct {
+	got, want int64
+	announced bool
+}
 
 func (e *sizeError) Error() string {
+	if e.announced {
+		return fmt.Sprintf("the request announces %d bytes, expected %d", e.got, e.want)
+	}
 	return fmt.Sprintf("received %d bytes, expected %d", e.got, e.want)
 }
 

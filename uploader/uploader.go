@@ -60,6 +60,8 @@ const usage = `usage:
       exit 0 when valid, 2 with one line naming the field when not.
   clouduploader targets
       list the known targets.
+  clouduploader protocol
+      print the version of the daemon's protocol this uploader speaks.
 exit status: 0 success, 1 failure, 2 usage or invalid data, 143 killed (SIGTERM)
 `
 
@@ -92,6 +94,9 @@ func Main(ctx context.Context, args []string, opts Options) int {
 		for _, t := range opts.Targets {
 			fmt.Fprintln(opts.Stdout, t.Name())
 		}
+		return ExitOK
+	case len(args) == 1 && args[0] == "protocol":
+		fmt.Fprintln(opts.Stdout, cloudupload.UploaderProtocol)
 		return ExitOK
 	case len(args) == 2 && args[0] == "validate":
 		return validate(args[1], opts)

@@ -233,3 +233,33 @@ func FuzzWrite(f *testing.F) {
 		}
 	})
 }
+
+// TestParseSkeletonLimits: documents built to exhaust memory are refused
+// by the limits, naming which.
+func TestParseSkeletonLimits(t *testing.T) {
+	good := string(skeleton(goodFields()))
+	withInRoot := func(extra string) []byte {
+		return []byte(strings.Replace(good, "<clouduploadjob>", "<clouduploadjob>"+extra, 1))
+	}
+	for name, c := range map[string]struct {
+		in   []byte
+		want string
+	}{
+		"siblings":   {withInRoot(strings.Repeat("<a/>", 100_000)), "job skeleton has more than 64 elements"},
+		"nested":     {withInRoot(strings.Repeat("<a>", 10_000) + strings.Repeat("</a>", 10_000)), "job skeleton is nested deeper than 3 levels"},
+		"attribute":  {[]byte(strings.Replace(good, "<clouduploadjob>", `<clouduploadjob x="`+strings.Repeat("y", 1<<20)+`">`, 1)), "job skeleton has an attribute longer than 1024 bytes"},
+		"long field": {[]byte(strings.Replace(good, "<user>mls", "<user>"+strings.Repeat("m", 5000), 1)), "user in job skeleton is longer than 4096 bytes"},
+		"mismatched": {[]byte(strings.Replace(good, "</user>", "</resu>", 1)), "job skeleton is not valid XML"},
+		"two roots":  {[]byte(good + good), "job skeleton is not valid XML"},
+	} {
+		_, _, err := ParseSkeleton(c.in)
+		if got := cloudupload.ErrorMessage(err); got != c.want || cloudupload.ErrorCode(err) != cloudupload.EINVALID {
+			t.Errorf("%s: %q (%s), want %q", name, got, cloudupload.ErrorCode(err), c.want)
+		}
+	}
+	// Up to the limits, extras are ignored.
+	ok := withInRoot(strings.Repeat("<a x='1'><b/></a>", (MaxSkeletonElements-10)/2))
+	if _, _, err := ParseSkeleton(ok); err != nil {
+		t.Errorf("a skeleton within the limits: %v", err)
+	}
+}

@@ -82,12 +82,19 @@ func (m *fakeManager) Receive(ctx context.Context, id int64, body io.Reader, siz
 		return cloudupload.Errorf(cloudupload.ECONFLICT, "job is not in created state")
 	}
 	j.State = cloudupload.StateReceiving
+	want := j.Size
 	m.mu.Unlock()
+	if size >= 0 && size != want {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		j.State, j.Details = cloudupload.StateFailed, "size mismatch"
+		return cloudupload.Errorf(cloudupload.EINVALID, "the request announces %d bytes, expected %d", size, want)
+	}
 	n, err := io.Copy(io.Discard, body)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.image[id] = n
-	if err == nil && n != size {
+	if err == nil && n != want {
 		err = fmt.Errorf("short body")
 	}
 	if err != nil {

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -33,7 +32,9 @@ type Manager interface {
 	// copied in the background. It returns the job as stored (state created).
 	Create(ctx context.Context, job cloudupload.Job, data []byte) (cloudupload.Job, error)
 	// Receive reads the image of a job created with Origin put; size is the
-	// request's Content-Length.
+	// request's Content-Length, -1 when unknown (chunked). When the job has
+	// a size, that is what must arrive: a size that differs, a short or a
+	// long body fails the job (EINVALID with the reason).
 	Receive(ctx context.Context, id int64, body io.Reader, size int64) error
 	// Get returns one job, ENOTFOUND "no such job" when unknown.
 	Get(id int64) (cloudupload.Job, error)
@@ -47,12 +48,21 @@ type Manager interface {
 	LogPath(id int64) (string, error)
 }
 
-// Limits on request bodies.
+// Limits on request bodies, checked before a byte is buffered.
 const (
-	MaxTargetData = 10 << 20                 // JSON target data of POST /cloudupload
-	MaxSkeleton   = 2*MaxTargetData + 64<<10 // XML job skeleton: hex target data and the fields
-	maxForm       = 64 << 10                 // form body of POST /cloudupload/<id>
+	MaxTargetData = 10 << 20 // JSON target data of POST /cloudupload, as OBS
+	// MaxSkeleton bounds the XML job skeleton: the fields and the hex of
+	// target data, which in practice is a few hundred bytes of JSON (so up
+	// to about 500 KiB of target data by this route).
+	MaxSkeleton = 1 << 20
+	maxForm     = 64 << 10 // form body of POST /cloudupload/<id>
 )
+
+// What holding a body costs in memory, for the budget: target data is held
+// as read; a skeleton also as its parsed field texts and decoded data.
+func targetDataCost(n int64) int64 { return n + 4<<10 }
+func skeletonCost(n int64) int64   { return 5*n + 4<<10 }
+func formCost(n int64) int64       { return 2*n + 4<<10 }
 
 // Config configures the handler.
 type Config struct {
@@ -65,7 +75,15 @@ type Config struct {
 	PublicKey []byte
 	// LogPoll is how often a streamed log is checked for growth; default 200ms.
 	LogPoll time.Duration
-	Logger  *slog.Logger // default slog.Default()
+	// MaxReceives bounds the images (PUT) streaming to disk at once, each
+	// with its buffer (DefaultMaxReceives when 0); a PUT that finds no
+	// place within 10s is answered 503 before its job changes.
+	MaxReceives int
+	// MaxBuffered bounds the bytes of request bodies held in memory at once
+	// (DefaultMaxBuffered when 0); a request that finds no room within 10s
+	// is answered 503. It must be at least what one body of each kind costs.
+	MaxBuffered int64
+	Logger      *slog.Logger // default slog.Default()
 }
 
 // Server is the http.Handler of the API.
@@ -76,6 +94,11 @@ type Server struct {
 	pubinfo []byte // <pubkeyinfo> document, nil without key
 	poll    time.Duration
 	log     *slog.Logger
+
+	budget   *budget       // of buffered request bodies
+	receives *budget       // places for PUTs streaming
+	buffered int64         // the budget's size
+	bodyWait time.Duration // for room in the budget
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by StopStreams
@@ -89,6 +112,15 @@ func New(cfg Config) (*Server, error) {
 	if s.poll <= 0 {
 		s.poll = 200 * time.Millisecond
 	}
+	s.buffered = cfg.MaxBuffered
+	if s.buffered <= 0 {
+		s.buffered = DefaultMaxBuffered
+	}
+	s.budget, s.bodyWait = newBudget(s.buffered), defaultBodyWait
+	if cfg.MaxReceives <= 0 {
+		cfg.MaxReceives = DefaultMaxReceives
+	}
+	s.receives = newBudget(int64(cfg.MaxReceives))
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -258,6 +290,16 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := make([]int64, 0, len(names))
 	for _, n := range names {
+		// OBS's check (num): digits only; such a name that is no job's
+		// (007, too long) is skipped like an unknown id.
+		if n == "" {
+			s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "number is empty"))
+			return
+		}
+		if strings.Trim(n, "0123456789") != "" {
+			s.fail(w, r, cloudupload.Errorf(cloudupload.EINVALID, "not a number: '%s'", truncate(n)))
+			return
+		}
 		if id, ok := ParseID(n); ok {
 			ids = append(ids, id)
 		}
@@ -301,19 +343,25 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	var job cloudupload.Job
 	var data []byte
 	var err error
+	release := func() {}
 	if isXML(r) || r.URL.RawQuery == "" {
 		var body []byte
-		if body, err = readBody(w, r, MaxSkeleton, "job skeleton"); err == nil {
+		if body, release, err = s.readBody(w, r, MaxSkeleton, "job skeleton", skeletonCost); err == nil {
 			job, data, err = xmlapi.ParseSkeleton(body)
 		}
 	} else {
 		job, err = jobFromQuery(r.URL.RawQuery)
 		if err == nil {
-			data, err = readBody(w, r, MaxTargetData, "target data")
+			data, release, err = s.readBody(w, r, MaxTargetData, "target data", targetDataCost)
 		}
 	}
 	if err == nil {
 		job, err = s.m.Create(r.Context(), job, data)
+	}
+	release()
+	if errors.Is(err, errBusy) {
+		s.failBusy(w, r)
+		return
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -350,26 +398,6 @@ func isXML(r *http.Request) bool {
 	return err == nil && (mt == "text/xml" || mt == "application/xml")
 }
 
-// readBody reads a request body of at most limit bytes; beyond: ETOOLARGE.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, error) {
-	tooLarge := cloudupload.Errorf(cloudupload.ETOOLARGE, "%s is larger than %d MiB", what, limit>>20)
-	if r.ContentLength > limit {
-		return nil, tooLarge
-	}
-	var b bytes.Buffer
-	if r.ContentLength > 0 {
-		b.Grow(int(r.ContentLength))
-	}
-	_, err := b.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return nil, tooLarge
-	} else if err != nil {
-		return nil, &cloudupload.Error{Code: cloudupload.EINVALID, Message: "reading the " + what + " failed", Err: err}
-	}
-	return b.Bytes(), nil
-}
-
 // put is PUT /cloudupload/<id>: the image of a job created from a skeleton.
 func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 	id, ok := ParseID(name)
@@ -381,14 +409,16 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
-	if r.ContentLength < 0 {
-		if _, err := s.m.Get(id); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		s.failStatus(w, r, http.StatusLengthRequired, "content length is required")
+	ctx, cancel := context.WithTimeout(r.Context(), s.bodyWait)
+	ok = s.receives.acquire(ctx, 1)
+	cancel()
+	if !ok {
+		s.failBusy(w, r)
 		return
 	}
+	defer s.receives.release(1)
+	// A chunked body (ContentLength -1) is taken as OBS took it: the job's
+	// size from the skeleton says how many bytes must arrive.
 	body := &interruptibleBody{ReadCloser: r.Body, rc: http.NewResponseController(w)}
 	if err := s.m.Receive(r.Context(), id, body, r.ContentLength); err != nil {
 		s.fail(w, r, err)
@@ -410,9 +440,10 @@ func (b *interruptibleBody) Interrupt() {
 }
 
 // command is POST /cloudupload/<id>: cmd=kill or command=kill, in the query
-// or a form body.
+// or a form body. Without a command it answers the job's document, as
+// OBS's server did.
 func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
-	id, _, err := s.getJob(name)
+	id, job, err := s.getJob(name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -423,12 +454,16 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
-		body, err := readBody(w, r, maxForm, "form")
-		if err != nil {
+		body, release, err := s.readBody(w, r, maxForm, "form", formCost)
+		if errors.Is(err, errBusy) {
+			s.failBusy(w, r)
+			return
+		} else if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		f, err := parseQuery(string(body), "cmd", "command")
+		release()
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -440,7 +475,8 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
 	cmds := append(q["cmd"], q["command"]...)
 	switch {
 	case len(cmds) == 0:
-		err = cloudupload.Errorf(cloudupload.EINVALID, "parameter 'cmd' is missing")
+		writeXML(w, xmlapi.Job(job))
+		return
 	case len(cmds) > 1:
 		err = cloudupload.Errorf(cloudupload.EINVALID, "parameter 'cmd' set multiple times")
 	case cmds[0] != "kill":

@@ -60,6 +60,9 @@ func startServer(t *testing.T, cfg Config) (*httptest.Server, *fakeManager, *Ser
 	} {
 		job := base
 		job.ID, job.State, job.Details = j.id, j.state, j.details
+		if j.id == 1 {
+			job.Size = 5 // the PUTs send 5 bytes
+		}
 		if j.state == cloudupload.StateUploading {
 			job.Pid = 4242
 		}
@@ -151,9 +154,11 @@ func TestRoutes(t *testing.T) {
 	}{
 		{"hello", request{"GET", "/", nil, ""}, "200 OK"},
 		{"list-all", request{"GET", "/cloudupload", nil, ""}, "200 OK"},
-		{"list-names", request{"GET", "/cloudupload?name=3&name=999&name=x&name=1", nil, ""}, "200 OK"},
+		{"list-names", request{"GET", "/cloudupload?name=3&name=999&name=1", nil, ""}, "200 OK"},
 		{"list-unknown-names", request{"GET", "/cloudupload?name=999&name=007", nil, ""}, "200 OK"},
 		{"list-bad-param", request{"GET", "/cloudupload?names=1", nil, ""}, "400 unknown parameter 'names'"},
+		{"list-not-number", request{"GET", "/cloudupload?name=3&name=abc", nil, ""}, "400 not a number: 'abc'"},
+		{"list-empty-name", request{"GET", "/cloudupload?name=", nil, ""}, "400 number is empty"},
 		{"job", request{"GET", "/cloudupload/2", nil, ""}, "200 OK"},
 		{"job-unknown", request{"GET", "/cloudupload/999", nil, ""}, "404 no such job"},
 		{"job-next", request{"GET", "/cloudupload/next", nil, ""}, "404 no such job"},
@@ -174,6 +179,8 @@ func TestRoutes(t *testing.T) {
 		{"skeleton", request{"POST", "/cloudupload", map[string]string{"Content-Type": "text/xml"}, skeleton(goodSkeleton())}, "200 OK"},
 		{"skeleton-missing-size", request{"POST", "/cloudupload", map[string]string{"Content-Type": "application/xml"}, skeleton(noSize)}, "400 size is missing from job skeleton"},
 		{"skeleton-not-xml", request{"POST", "/cloudupload", nil, "hello"}, "400 job skeleton is not valid XML"},
+		{"skeleton-too-large", request{"POST", "/cloudupload", map[string]string{"Content-Type": "text/xml"}, strings.Repeat("<a/>", MaxSkeleton/4+1)}, "413 job skeleton is larger than 1 MiB"},
+		{"skeleton-siblings", request{"POST", "/cloudupload", map[string]string{"Content-Type": "text/xml"}, "<clouduploadjob>" + strings.Repeat("<a/>", 1000) + "</clouduploadjob>"}, "400 job skeleton has more than 64 elements"},
 		{"put", request{"PUT", "/cloudupload/1", nil, "12345"}, "200 OK"},
 		{"put-again", request{"PUT", "/cloudupload/1", nil, "12345"}, "400 job is not in created state"},
 		{"put-unknown", request{"PUT", "/cloudupload/999", nil, "12345"}, "404 no such job"},
@@ -183,7 +190,8 @@ func TestRoutes(t *testing.T) {
 		{"kill-form", request{"POST", "/cloudupload/2", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "command=kill"}, "200 OK"},
 		{"kill-unknown", request{"POST", "/cloudupload/999?cmd=kill", nil, ""}, "404 no such job"},
 		{"kill-other-command", request{"POST", "/cloudupload/2?cmd=restart", nil, ""}, `400 unknown command "restart"`},
-		{"kill-no-command", request{"POST", "/cloudupload/2", nil, ""}, "400 parameter 'cmd' is missing"},
+		{"kill-no-command", request{"POST", "/cloudupload/2", nil, ""}, "200 OK"},
+		{"kill-no-command-unknown", request{"POST", "/cloudupload/999", nil, ""}, "404 no such job"},
 		{"kill-internal", request{"POST", "/cloudupload/66?cmd=kill", nil, ""}, "500 internal error"},
 		{"log", request{"GET", "/cloudupload/3/_log", nil, ""}, "200 OK"},
 		{"log-nostream", request{"GET", "/cloudupload/2/_log?nostream=1&start=0", nil, ""}, "200 OK"},
@@ -278,36 +286,48 @@ func TestToken(t *testing.T) {
 	testutil.Golden(t, "unauthorized.txt", resp)
 }
 
-// TestPutLength checks that a PUT without Content-Length (chunked) is
-// refused with 411, and a short body fails the job.
+// TestPutLength checks the body of a PUT against the job's size, as OBS
+// did: a chunked body is accepted and counted, a Content-Length that
+// differs (none at all included) is refused with 400 before the body is
+// read, and a body that ends short fails the job.
 func TestPutLength(t *testing.T) {
 	ts, m := start(t, Config{})
-	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	for id := int64(20); id < 24; id++ {
+		m.add(cloudupload.Job{ID: id, State: cloudupload.StateCreated, Size: 5, Origin: cloudupload.OriginPut})
 	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "PUT /cloudupload/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n0\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
+	raw := func(req string) (string, []byte) {
+		t.Helper()
+		conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, req)
+		conn.(*net.TCPConn).CloseWrite()
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return "", nil
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return resp.Status, []byte(fmt.Sprintf("%s\nContent-Type: %s\n\n%s", resp.Status, resp.Header.Get("Content-Type"), body))
 	}
-	body, _ := io.ReadAll(resp.Body)
-	testutil.Golden(t, "put-chunked.txt", []byte(fmt.Sprintf("%s\nContent-Type: %s\n\n%s", resp.Status, resp.Header.Get("Content-Type"), body)))
-	if j, _ := m.Get(1); j.State != cloudupload.StateCreated {
-		t.Errorf("state %s after a refused PUT", j.State)
+	status, resp := raw("PUT /cloudupload/20 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n123\r\n2\r\n45\r\n0\r\n\r\n")
+	testutil.Golden(t, "put-chunked.txt", resp)
+	if j, _ := m.Get(20); status != "200 OK" || j.State != cloudupload.StateScheduled || m.image[20] != 5 {
+		t.Errorf("chunked PUT: %s, job %s with %d bytes", status, j.State, m.image[20])
 	}
-
+	status, resp = raw("PUT /cloudupload/21 HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n12345678")
+	testutil.Golden(t, "put-wrong-size.txt", resp)
+	if j, _ := m.Get(21); status != "400 the request announces 8 bytes, expected 5" || j.State != cloudupload.StateFailed || m.image[21] != 0 {
+		t.Errorf("PUT of the wrong size: %s, job %s with %d bytes read", status, j.State, m.image[21])
+	}
+	status, _ = raw("PUT /cloudupload/22 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if j, _ := m.Get(22); status != "400 the request announces 0 bytes, expected 5" || j.State != cloudupload.StateFailed {
+		t.Errorf("PUT without a body: %s, job %s", status, j.State)
+	}
 	// A body shorter than its Content-Length: the client gives up.
-	conn2, err := net.Dial("tcp", ts.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conn2, "PUT /cloudupload/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n12345")
-	conn2.(*net.TCPConn).CloseWrite()
-	io.ReadAll(conn2)
-	conn2.Close()
-	if j, _ := m.Get(1); j.State != cloudupload.StateFailed {
+	raw("PUT /cloudupload/23 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n123")
+	if j, _ := m.Get(23); j.State != cloudupload.StateFailed {
 		t.Errorf("state %s after a short PUT", j.State)
 	}
 }
@@ -498,5 +518,63 @@ func TestLogStreamArchived(t *testing.T) {
 	m.setState(5, cloudupload.StateFailed, "boom")
 	if b, _ := io.ReadAll(resp3.Body); string(b) != "all of it\n" {
 		t.Errorf("log of a job archived before the stream saw it: %q", b)
+	}
+}
+
+// TestBodyBudget: request bodies held in memory together stay within
+// MaxBuffered; a request that finds no room in time is answered 503, and
+// the room comes back when a body is done with.
+func TestBodyBudget(t *testing.T) {
+	ts, _, s := startServer(t, Config{MaxBuffered: 300 << 10})
+	s.bodyWait = 200 * time.Millisecond
+	// A create whose 200 KiB body stalls holds 204 KiB of the budget.
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{", createQuery, 200<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.budget.mu.Lock()
+		free := s.budget.free
+		s.budget.mu.Unlock()
+		if free < 300<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled create did not take its share of the budget")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	body := strings.Repeat(" ", 150<<10) + "{}"
+	if status, _ := do(t, ts, request{"POST", createQuery, nil, body}); status != "503 the server is busy, try again later" {
+		t.Errorf("create while the budget is taken: %s", status)
+	}
+	// Small bodies still fit.
+	if status, _ := do(t, ts, request{"POST", createQuery, nil, "{}"}); status != "200 OK" {
+		t.Errorf("small create: %s", status)
+	}
+	conn.Close() // the stalled body fails; its share is released
+	for {
+		status, _ := do(t, ts, request{"POST", createQuery, nil, body})
+		if status == "200 OK" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the stalled create ended: %s", status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Every way a body ends gives its share back.
+	for _, req := range []request{
+		{"POST", "/cloudupload", nil, "<clouduploadjob><a/></clouduploadjob>"}, // refused skeleton
+		{"POST", "/cloudupload", nil, skeleton(goodSkeleton())},                // created
+		{"POST", strings.Replace(createQuery, "target=mirror", "target=unknown", 1), nil, "{}"},
+		{"POST", "/cloudupload/2", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "cmd=x"},
+	} {
+		do(t, ts, req)
+	}
+	if s.budget.free != 300<<10 {
+		t.Errorf("budget %d bytes free after all bodies ended, want %d", s.budget.free, 300<<10)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudupload/cloudupload/internal/testutil"
 )
 
 // The benchmarks run the daemon over loopback HTTP, as a frontend or a
@@ -222,6 +224,7 @@ func diskBaseline(b *testing.B, dir string, size int64) time.Duration {
 type serverProcess struct {
 	cmd *exec.Cmd
 	url string
+	log *testutil.SyncBuffer // its standard error
 }
 
 func buildServer(b testing.TB) string {
@@ -255,14 +258,15 @@ func startProcessIn(b testing.TB, bin, dir string, extra ...string) *serverProce
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	go io.Copy(io.Discard, bufio.NewReader(stderr))
+	log := &testutil.SyncBuffer{}
+	go io.Copy(log, bufio.NewReader(stderr))
 	b.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Signal(os.Interrupt)
 			cmd.Wait()
 		}
 	})
-	p := &serverProcess{cmd: cmd, url: "http://" + addr}
+	p := &serverProcess{cmd: cmd, url: "http://" + addr, log: log}
 	for i := 0; ; i++ {
 		if resp, err := http.Get(p.url + "/"); err == nil {
 			resp.Body.Close()

@@ -37,6 +37,8 @@ type Config struct {
 	TokenFile         string
 	PubKey, PrivKey   string
 	LogLevel          string
+	MaxConnections    int
+	MemoryLimit       int // MiB, the Go runtime's soft limit; 0: none
 }
 
 // mirrors is the repeatable --mirror NAME=DIR.
@@ -117,6 +119,8 @@ func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.PubKey, "pubkey", "", "public key `FILE` (PEM) served at /cloudupload/_pubkey (default: generated in the state dir)")
 	fs.StringVar(&c.PrivKey, "privkey", "", "private key `FILE` (PEM) given to uploaders to decrypt secrets (default: generated in the state dir)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&c.MaxConnections, "max-connections", 512, "client connections open at once (more wait to be accepted)")
+	fs.IntVar(&c.MemoryLimit, "memory-limit", 40, "soft memory limit of the Go runtime in `MiB` (0: none; GOMEMLIMIT in the environment wins)")
 	return fs
 }
 
@@ -223,6 +227,10 @@ func (c *Config) check() error {
 		return errors.New("--receive-idle-timeout must be positive")
 	case c.StateDir == "":
 		return errors.New("--state-dir is required")
+	case c.MaxConnections < 1:
+		return errors.New("--max-connections must be at least 1")
+	case c.MemoryLimit < 0:
+		return errors.New("--memory-limit must not be negative")
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)

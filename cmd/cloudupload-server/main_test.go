@@ -42,9 +42,13 @@ func TestMain(m *testing.M) {
 //	slow     print "tick N" lines until the file "release" appears in
 //	         $RELEASE_DIR, then succeed
 //
-// `validate` accepts the targets test and mirror and refuses others as the
-// real uploader does (exit 2, one line on stderr).
+// It speaks the project's protocol: `validate` accepts the targets test and
+// mirror and refuses others as the real uploader does (exit 2, one line on
+// stderr).
 const testUploader = `#!/bin/sh
+if [ "$1" = protocol ]; then
+	echo "cloudupload-uploader 1"; exit 0
+fi
 if [ "$1" = validate ]; then
 	cat >/dev/null
 	case "$2" in

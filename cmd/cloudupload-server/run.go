@@ -11,17 +11,27 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/cloudupload/cloudupload/backend"
 	"github.com/cloudupload/cloudupload/backend/httpapi"
 	"github.com/cloudupload/cloudupload/backend/imagesource"
+	"github.com/cloudupload/cloudupload/internal/connlimit"
 )
 
 // shutdownGrace bounds how long running requests (a streamed log, a PUT)
 // may take to finish at shutdown before they are cut.
 const shutdownGrace = 10 * time.Second
+
+// Bounds on a request's headers: what a connection may hold before its
+// handler runs (the request line with its query string counts too), and how
+// long a client may take to send them.
+const (
+	maxHeaderBytes    = 32 << 10
+	readHeaderTimeout = 10 * time.Second
+)
 
 // Main is the daemon: ParseFlags, Run, then Close. Tests run it on port 0
 // with a temporary state directory.
@@ -84,6 +94,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		uploader = filepath.Join(filepath.Dir(exe), "clouduploader")
 	}
+	ours, probed, err := backend.ProbeUploader(ctx, uploader)
+	if err != nil {
+		return fmt.Errorf("uploader: %w", err)
+	}
 	var fetcher backend.Fetcher
 	source := "none (only jobs whose image is sent with PUT)"
 	switch {
@@ -122,16 +136,30 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		env = append(env, "CLOUDUPLOAD_PRIVKEY="+priv)
 	}
 
+	memLimit := "none"
+	if os.Getenv("GOMEMLIMIT") != "" {
+		memLimit = "GOMEMLIMIT=" + os.Getenv("GOMEMLIMIT")
+	} else if c.MemoryLimit > 0 {
+		debug.SetMemoryLimit(int64(c.MemoryLimit) << 20)
+		memLimit = fmt.Sprintf("%d MiB", c.MemoryLimit)
+	}
 	log.Info("starting", "state_dir", stateDir, "image_source", source, "uploader", uploader,
 		"max_uploads", c.MaxUploads, "max_uploads_per_user", c.MaxUploadsPerUser, "kill_grace", c.KillGrace,
-		"retention", retentionText(c.Retention), "receive_idle_timeout", c.ReceiveIdle, "min_free_space", int64(c.MinFreeSpace), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
-		"token", token != "")
+		"retention", retentionText(c.Retention), "receive_idle_timeout", c.ReceiveIdle, "min_free_space", int64(c.MinFreeSpace),
+		"mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
+		"token", token != "", "max_connections", c.MaxConnections, "memory_limit", memLimit)
+	if ours {
+		log.Info("the uploader speaks this server's protocol: target data is checked at create", "uploader", uploader, "protocol", probed)
+	} else {
+		log.Info("the uploader has OBS's argv only: jobs are created without checking their target data, the uploader checks it when it runs",
+			"uploader", uploader, "protocol_probe", probed)
+	}
 	start := time.Now()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
 		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
 		ReceiveIdleTimeout: c.ReceiveIdle, MinFreeSpace: minFreeSpace(c.MinFreeSpace),
-		UploaderEnv: env, Fetcher: fetcher, Logger: log,
+		UploaderEnv: env, Fetcher: fetcher, Logger: log, NoValidate: !ours,
 	})
 	if err != nil {
 		return err
@@ -145,14 +173,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.api = api
 	m.server = &http.Server{
 		Handler:           api.Handler(),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if m.ln, err = net.Listen("tcp", c.Listen); err != nil {
 		return err
 	}
+	m.ln = connlimit.Listen(m.ln, c.MaxConnections)
 	scheme := "http"
 	if c.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)

@@ -3,6 +3,7 @@
 //	clouduploader <user> <target> <image> <target data file> <filename> <result file>
 //	clouduploader validate <target>   (target data on stdin)
 //	clouduploader targets
+//	clouduploader protocol            (prints cloudupload.UploaderProtocol)
 //
 // It only wires the uploader package to the registry's targets and the
 // process's environment; see package uploader for what it does.

@@ -8,8 +8,10 @@ package awsauth
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -17,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/cloudupload/cloudupload"
 )
@@ -33,9 +36,20 @@ type Options struct {
 	// MaxConns is the number of parallel requests the caller will make; the
 	// transport keeps that many idle connections per host (default 10).
 	MaxConns int
+	// Logf receives the SDK's own warnings (e.g. "falling back to IMDSv1"),
+	// so that they reach the job log in its format; nil drops them (the
+	// SDK's default would print them to stderr in a format of its own).
+	Logf func(format string, args ...any)
 }
 
+// NoCredentials is the error message of Config when the service has no AWS
+// identity of its own: the operator's to fix, not the user's.
+const NoCredentials = "the server has no AWS credentials; its operator must give it an AWS identity " +
+	"(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a shared credentials file or an instance role)"
+
 // Config loads the service's own configuration for region and assumes role.
+// It fails with NoCredentials (EINTERNAL) when the service's own
+// credentials cannot be found.
 // Credentials are fetched lazily on the first request and refreshed five
 // minutes before they expire.
 func Config(ctx context.Context, region string, role Role, opt Options) (aws.Config, error) {
@@ -47,9 +61,23 @@ func Config(ctx context.Context, region string, role Role, opt Options) (aws.Con
 		t.MaxIdleConns = 2 * conns
 		t.MaxIdleConnsPerHost = conns
 	})
-	base, err := config.LoadDefaultConfig(ctx, config.WithRegion(region), config.WithHTTPClient(client))
+	var logger logging.Logger = logging.Nop{}
+	if opt.Logf != nil {
+		logger = logging.LoggerFunc(func(c logging.Classification, format string, v ...any) {
+			opt.Logf("AWS SDK %s: %s", strings.ToLower(string(c)), fmt.Sprintf(format, v...))
+		})
+	}
+	base, err := config.LoadDefaultConfig(ctx, config.WithRegion(region), config.WithHTTPClient(client), config.WithLogger(logger))
 	if err != nil {
 		return aws.Config{}, cloudupload.Errorf(cloudupload.EINTERNAL, "load AWS configuration: %v", err)
+	}
+	// The service's own identity first: without it nothing can be signed,
+	// and the error must say so rather than blame the user's role.
+	if _, err := base.Credentials.Retrieve(ctx); err != nil {
+		if opt.Logf != nil {
+			opt.Logf("no AWS credentials: %v", err)
+		}
+		return aws.Config{}, cloudupload.Errorf(cloudupload.EINTERNAL, "%s", NoCredentials)
 	}
 	if role.ARN == "" {
 		return base, nil

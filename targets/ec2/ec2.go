@@ -102,7 +102,7 @@ func (t *Target) Upload(ctx context.Context, req targets.Request) (string, error
 	}
 	cfg, err := awsauth.Config(ctx, d.Region, awsauth.Role{
 		ARN: d.ARN, ExternalID: d.ExternalID, Session: "cloudupload-" + req.Job.ID,
-	}, awsauth.Options{MaxConns: workers})
+	}, awsauth.Options{MaxConns: workers, Logf: req.Log.Printf})
 	if err != nil {
 		return "", err
 	}

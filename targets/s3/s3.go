@@ -82,7 +82,7 @@ func (target) Upload(ctx context.Context, req targets.Request) (string, error) {
 	}
 	cfg, err := awsauth.Config(ctx, p.cfg.Region, awsauth.Role{
 		ARN: p.cfg.ARN, ExternalID: p.cfg.ExternalID, Session: "cloudupload-" + job.ID,
-	}, awsauth.Options{MaxConns: parallel})
+	}, awsauth.Options{MaxConns: parallel, Logf: req.Log.Printf})
 	if err != nil {
 		return "", err
 	}
