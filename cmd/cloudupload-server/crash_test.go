@@ -176,7 +176,7 @@ func TestCrash(t *testing.T) {
 			failed++
 			reasons[j.details]++
 		}
-		if log := c.get("/cloudupload/" + j.name + "/_log?nostream=1"); strings.Contains(log, c.state) {
+		if log := c.get("/cloudupload/" + j.name + "/_log?nostream=1"); strings.Contains(log, c.state) || strings.Contains(log, c.mirror) {
 			t.Errorf("job %s: a server path reached the job's log:\n%s", j.name, log)
 		}
 	}
