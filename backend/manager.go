@@ -79,6 +79,8 @@ type Manager struct {
 
 	lockFile *os.File // holds the state directory's lock
 
+	validators *validators // long-lived `<uploader> validate-stream` processes
+
 	// unreadable are the jobs whose record could not be read at Open
 	// (shown failed; recover stops processes still running for them).
 	unreadable []*entry
@@ -156,6 +158,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		jobs:    make(map[int64]*entry),
 		active:  make(map[int64]*entry),
 	}
+	m.validators = newValidators(cfg.Uploader, append(os.Environ(), cfg.UploaderEnv...), cfg.StateDir)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if err := m.lock(); err != nil {
 		m.cancel()
@@ -189,6 +192,7 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
+	m.validators.close()
 	return m.lockFile.Close()
 }
 
@@ -473,6 +477,9 @@ func (m *Manager) validate(ctx context.Context, job cloudupload.Job, data []byte
 	}
 	ctx, cancel := context.WithTimeout(ctx, validateTimeout)
 	defer cancel()
+	if err := m.validateStream(ctx, job, data); !errors.Is(err, errNoStream) {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, m.cfg.Uploader, "validate", job.Target)
 	cmd.Stdin = bytes.NewReader(data)
 	var stderr boundedBuffer

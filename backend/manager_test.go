@@ -191,7 +191,17 @@ type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
 
+// TestCreateErrors runs with an uploader that validates over a stream (a
+// long-lived process) and with one that only knows `validate`.
 func TestCreateErrors(t *testing.T) {
+	t.Run("stream", testCreateErrors)
+	t.Run("exec", func(t *testing.T) {
+		t.Setenv("FAKE_NO_STREAM", "1")
+		testCreateErrors(t)
+	})
+}
+
+func testCreateErrors(t *testing.T) {
 	cfg := daemonConfig(t.TempDir())
 	cfg.Fetcher = &fakeFetcher{missing: true}
 	m := open(t, cfg)
@@ -219,6 +229,12 @@ func TestCreateErrors(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "jobs")); len(ents) != 0 {
 		t.Fatalf("failed creates left %d job directories", len(ents))
+	}
+	m.validators.mu.Lock()
+	unsupported := m.validators.unsupported
+	m.validators.mu.Unlock()
+	if want := os.Getenv("FAKE_NO_STREAM") != ""; unsupported != want {
+		t.Fatalf("validate-stream judged unsupported: %v, want %v", unsupported, want)
 	}
 }
 
@@ -553,6 +569,9 @@ func TestFetchFailure(t *testing.T) {
 
 // TestUploaderMissing: an uploader that cannot be started fails its job.
 func TestUploaderMissing(t *testing.T) {
+	// A validator process started before the uploader went away would go
+	// on answering: validate by exec, which needs the file each time.
+	t.Setenv("FAKE_NO_STREAM", "1")
 	cfg := daemonConfig(t.TempDir())
 	exe := filepath.Join(t.TempDir(), "clouduploader")
 	b, err := os.ReadFile(cfg.Uploader)

@@ -221,15 +221,26 @@ func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
 // yet, as when validating).
 func (m *Manager) env(j cloudupload.Job) []string {
 	env := append(os.Environ(), m.cfg.UploaderEnv...)
-	if j.ID != 0 {
-		env = append(env, "CLOUDUPLOAD_JOB="+strconv.FormatInt(j.ID, 10))
+	for k, v := range jobEnv(j) {
+		env = append(env, k+"="+v)
 	}
-	return append(env,
-		"CLOUDUPLOAD_PROJECT="+j.Project,
-		"CLOUDUPLOAD_REPOSITORY="+j.Repository,
-		"CLOUDUPLOAD_ARCH="+j.Arch,
-		"CLOUDUPLOAD_PACKAGE="+j.Package,
-		"CLOUDUPLOAD_USER="+j.User,
-		"CLOUDUPLOAD_FILENAME="+j.Filename,
-	)
+	return env
+}
+
+// jobEnv is the part of an uploader's environment that describes job j:
+// CLOUDUPLOAD_JOB (unless j has no id yet), _PROJECT, _REPOSITORY, _ARCH,
+// _PACKAGE, _USER and _FILENAME.
+func jobEnv(j cloudupload.Job) map[string]string {
+	env := map[string]string{
+		"CLOUDUPLOAD_PROJECT":    j.Project,
+		"CLOUDUPLOAD_REPOSITORY": j.Repository,
+		"CLOUDUPLOAD_ARCH":       j.Arch,
+		"CLOUDUPLOAD_PACKAGE":    j.Package,
+		"CLOUDUPLOAD_USER":       j.User,
+		"CLOUDUPLOAD_FILENAME":   j.Filename,
+	}
+	if j.ID != 0 {
+		env["CLOUDUPLOAD_JOB"] = strconv.FormatInt(j.ID, 10)
+	}
+	return env
 }

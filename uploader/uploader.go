@@ -1,7 +1,9 @@
 package uploader
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +56,10 @@ const usage = `usage:
       <result file>. Job fields come from CLOUDUPLOAD_JOB, CLOUDUPLOAD_PROJECT,
       CLOUDUPLOAD_REPOSITORY, CLOUDUPLOAD_ARCH, CLOUDUPLOAD_PACKAGE; without
       them the arch is taken from <filename>.
+  clouduploader validate-stream
+      answer validate's question for many jobs: one JSON request per line
+      on standard input, one JSON answer per line on standard output (the
+      daemon keeps it running; see cloudupload.ValidateRequest).
   clouduploader validate <target>
       check the target data on standard input for the job in the same
       environment (plus CLOUDUPLOAD_USER and CLOUDUPLOAD_FILENAME when set);
@@ -100,6 +106,8 @@ func Main(ctx context.Context, args []string, opts Options) int {
 		return ExitOK
 	case len(args) == 2 && args[0] == "validate":
 		return validate(args[1], opts)
+	case len(args) == 1 && args[0] == "validate-stream":
+		return validateStream(opts)
 	case len(args) == 6:
 		return upload(ctx, args, opts)
 	}
@@ -124,11 +132,6 @@ func lookup(name string, all []targets.Target) (targets.Target, error) {
 
 // validate checks target data from stdin for the job in the environment.
 func validate(name string, opts Options) int {
-	t, err := lookup(name, opts.Targets)
-	if err != nil {
-		fmt.Fprintln(opts.Stderr, oneLine(cloudupload.ErrorMessage(err)))
-		return ExitUsage
-	}
 	data, err := readBounded(opts.Stdin, "target data")
 	if err != nil {
 		fmt.Fprintln(opts.Stderr, oneLine(cloudupload.ErrorMessage(err)))
@@ -137,15 +140,70 @@ func validate(name string, opts Options) int {
 		}
 		return ExitFailed
 	}
-	job := jobFromEnv(opts.Getenv, opts.Getenv("CLOUDUPLOAD_USER"), opts.Getenv("CLOUDUPLOAD_FILENAME"))
-	if err := t.Check(job, data, opts.Getenv); err != nil {
-		fmt.Fprintln(opts.Stderr, oneLine(cloudupload.ErrorMessage(err)))
-		if cloudupload.ErrorCode(err) == cloudupload.EINVALID {
+	status, msg := check(name, data, opts)
+	if status != ExitOK {
+		fmt.Fprintln(opts.Stderr, msg)
+	}
+	return status
+}
+
+// check validates data for target name and the job in opts' environment:
+// the exit status of validate and the message for a person.
+func check(name string, data []byte, opts Options) (int, string) {
+	t, err := lookup(name, opts.Targets)
+	if err == nil && len(data) > MaxDataSize {
+		err = cloudupload.Errorf(cloudupload.EINVALID, "target data is larger than %d MiB", MaxDataSize>>20)
+	}
+	if err == nil {
+		job := jobFromEnv(opts.Getenv, opts.Getenv("CLOUDUPLOAD_USER"), opts.Getenv("CLOUDUPLOAD_FILENAME"))
+		err = t.Check(job, data, opts.Getenv)
+	}
+	switch {
+	case err == nil:
+		return ExitOK, ""
+	case cloudupload.ErrorCode(err) == cloudupload.EINVALID:
+		return ExitUsage, oneLine(cloudupload.ErrorMessage(err))
+	}
+	return ExitFailed, oneLine(cloudupload.ErrorMessage(err))
+}
+
+// validateStream answers cloudupload.ValidateRequests from stdin, one
+// cloudupload.ValidateResponse each on stdout, until the end of stdin.
+func validateStream(opts Options) int {
+	dec := json.NewDecoder(bufio.NewReader(opts.Stdin))
+	enc := json.NewEncoder(opts.Stdout)
+	for {
+		var req cloudupload.ValidateRequest
+		if err := dec.Decode(&req); err == io.EOF {
+			return ExitOK
+		} else if err != nil {
+			fmt.Fprintf(opts.Stderr, "validate-stream: %v\n", err)
 			return ExitUsage
 		}
-		return ExitFailed
+		// The job's variables come with the request, never from this
+		// process's own environment.
+		o := opts
+		o.Getenv = func(k string) string {
+			if v, ok := req.Env[k]; ok || strings.HasPrefix(k, "CLOUDUPLOAD_") && isJobVar(k) {
+				return v
+			}
+			return opts.Getenv(k)
+		}
+		status, msg := check(req.Target, req.Data, o)
+		if err := enc.Encode(cloudupload.ValidateResponse{Status: status, Message: msg}); err != nil {
+			return ExitFailed
+		}
 	}
-	return ExitOK
+}
+
+// isJobVar reports whether k is one of the variables that describe a job.
+func isJobVar(k string) bool {
+	switch k {
+	case "CLOUDUPLOAD_JOB", "CLOUDUPLOAD_PROJECT", "CLOUDUPLOAD_REPOSITORY", "CLOUDUPLOAD_ARCH",
+		"CLOUDUPLOAD_PACKAGE", "CLOUDUPLOAD_USER", "CLOUDUPLOAD_FILENAME":
+		return true
+	}
+	return false
 }
 
 // readBounded reads at most MaxDataSize bytes of target data.

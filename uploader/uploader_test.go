@@ -472,3 +472,44 @@ func TestSIGTERMToProcessGroup(t *testing.T) {
 		t.Errorf("processes of the group survive (kill 0: %v)", err)
 	}
 }
+
+// TestValidateStream: validate-stream answers as validate exits, request
+// after request, with each request's job variables and never the process's
+// own.
+func TestValidateStream(t *testing.T) {
+	var in bytes.Buffer
+	enc := json.NewEncoder(&in)
+	job := map[string]string{"CLOUDUPLOAD_JOB": "6", "CLOUDUPLOAD_ARCH": "x86_64"}
+	reqs := []cloudupload.ValidateRequest{
+		{Target: "fake", Env: job, Data: []byte(`{"mode":"ok"}`)},
+		{Target: "fake", Env: job, Data: []byte(`{"mode":"nope"}`)},
+		{Target: "x", Env: job, Data: []byte(`{}`)},
+		{Target: "fake", Env: job, Data: bytes.Repeat([]byte(" "), MaxDataSize+1)},
+		// The process's own CLOUDUPLOAD_ARCH must not stand in for the job's.
+		{Target: "fake", Env: map[string]string{"CLOUDUPLOAD_JOB": "7"}, Data: []byte(`{"mode":"ok"}`)},
+	}
+	for _, r := range reqs {
+		enc.Encode(r)
+	}
+	r := runMain(t, context.Background(), env{"CLOUDUPLOAD_ARCH": "aarch64", "CLOUDUPLOAD_JOB": "99"}, in.String(), "validate-stream")
+	if r.code != 0 {
+		t.Fatalf("validate-stream: exit %d, stderr %q", r.code, r.stderr)
+	}
+	want := []cloudupload.ValidateResponse{
+		{Status: 0},
+		{Status: ExitUsage, Message: `mode "nope" is not one of ok, fail, block, slowclean, stuck`},
+		{Status: ExitUsage, Message: `unknown target "x" (known: fake)`},
+		{Status: ExitUsage, Message: "target data is larger than 10 MiB"},
+		{Status: 0}, // the arch comes from the file name then: x86_64 by default
+	}
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	for i, w := range want {
+		var got cloudupload.ValidateResponse
+		if err := dec.Decode(&got); err != nil || got != w {
+			t.Errorf("answer %d: %+v, %v; want %+v", i, got, err, w)
+		}
+	}
+	if r := runMain(t, context.Background(), nil, "{", "validate-stream"); r.code != ExitUsage || !strings.Contains(r.stderr, "validate-stream:") {
+		t.Errorf("bad request: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -245,6 +246,12 @@ func startProcess(b testing.TB, bin string, extra ...string) *serverProcess {
 func startProcessIn(b testing.TB, bin, dir string, extra ...string) *serverProcess {
 	uploader := filepath.Join(dir, "uploader")
 	os.WriteFile(uploader, []byte(testUploader), 0o755)
+	return startProcessWith(b, bin, uploader, dir, extra...)
+}
+
+// startProcessWith runs the server bin with the uploader and its state in
+// dir; extra are more flags.
+func startProcessWith(b testing.TB, bin, uploader, dir string, extra ...string) *serverProcess {
 	pub, priv := testKeys()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -421,4 +428,87 @@ func BenchmarkKill(b *testing.B) {
 		d := times[state]
 		b.Logf("kill of a %s job: p50 %.1f ms, max %.1f ms (%d kills, kill grace 30s)", state, ms(percentile(d, 0.5)), ms(percentile(d, 1)), len(d))
 	}
+}
+
+// BenchmarkCreateBurst: 200 creates at once (POST of a skeleton + PUT of a
+// 4 KiB image each) with the project's own uploader, whose target data is
+// checked before each job exists: the latency of each create (p50, p99)
+// and of the whole burst, with the uploader's long-lived validate-stream
+// (stream) and with a validate process per create (exec: the same uploader
+// behind a wrapper that does not know validate-stream).
+func BenchmarkCreateBurst(b *testing.B) {
+	bin := testutil.BuildCommands(b, "github.com/cloudupload/cloudupload/cmd/cloudupload-server",
+		"github.com/cloudupload/cloudupload/cmd/clouduploader")
+	wrapper := filepath.Join(b.TempDir(), "exec-only")
+	os.WriteFile(wrapper, []byte("#!/bin/sh\n[ \"$1\" = validate-stream ] && exit 2\nexec "+filepath.Join(bin, "clouduploader")+" \"$@\"\n"), 0o755)
+	for _, mode := range []struct{ name, uploader string }{
+		{"stream", filepath.Join(bin, "clouduploader")}, {"exec", wrapper},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			mirror := b.TempDir()
+			p := startProcessWith(b, filepath.Join(bin, "cloudupload-server"), mode.uploader, b.TempDir(),
+				"--mirror", "bench="+mirror, "--max-connections", "512")
+			lat, total, failed := createBurst(b, p.url, 200)
+			b.ReportMetric(float64(failed), "failed-creates")
+			b.ReportMetric(ms(percentile(lat, 0.5)), "ms-p50/create")
+			b.ReportMetric(ms(percentile(lat, 0.99)), "ms-p99/create")
+			b.ReportMetric(ms(total), "ms/burst")
+		})
+	}
+}
+
+// createBurst makes n mirror jobs at once by skeleton and PUT of 4 KiB and
+// returns the latency of each (failed ones included, as far as they got),
+// of the whole, and how many failed (the first failure is logged).
+func createBurst(b *testing.B, base string, n int) ([]time.Duration, time.Duration, int) {
+	data := hex.EncodeToString([]byte(`{"tree":"bench","series":"burst"}`))
+	img := make([]byte, 4096)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	lat := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failed := 0
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failed++; failed == 1 {
+			b.Logf("first failed create: "+format, args...)
+		}
+	}
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			defer func() { lat[i] = time.Since(t0) }()
+			skel := "<clouduploadjob><user>u" + strconv.Itoa(i%10) + "</user><target>mirror</target><project>P</project><repository>R</repository>" +
+				"<package>K</package><arch>x86_64</arch><filename>img-" + strconv.Itoa(i) + ".raw</filename><size>4096</size><details>" +
+				data + "</details></clouduploadjob>"
+			resp, err := client.Post(base+"/cloudupload", "text/xml", strings.NewReader(skel))
+			if err != nil {
+				fail("%v", err)
+				return
+			}
+			doc, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				fail("POST: %s %s", resp.Status, doc)
+				return
+			}
+			req, _ := http.NewRequest("PUT", base+"/cloudupload/"+jobField(b, string(doc), "name"), bytes.NewReader(img))
+			resp, err = client.Do(req)
+			if err != nil {
+				fail("%v", err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				fail("PUT: %s", resp.Status)
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, time.Since(start), failed
 }

@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,23 +32,29 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 2 && args[0] == "validate" {
-		var d fakeData
-		if err := json.NewDecoder(os.Stdin).Decode(&d); err != nil {
-			fmt.Fprintln(os.Stderr, "target data is not JSON")
-			return 2
+		b, _ := io.ReadAll(os.Stdin)
+		code, msg := validate(b, os.Getenv)
+		if code != 0 {
+			fmt.Fprint(os.Stderr, msg)
 		}
-		switch {
-		case d.Crash:
-			fmt.Fprintln(os.Stderr, "validator crashed")
-			return 1
-		case d.Invalid != "":
-			fmt.Fprintf(os.Stderr, "\n  %s  \nsecond line\n", d.Invalid)
-			return 2
-		case os.Getenv("CLOUDUPLOAD_PROJECT") == "" || os.Getenv("CLOUDUPLOAD_JOB") != "":
-			fmt.Fprintln(os.Stderr, "job environment wrong")
-			return 1
+		return code
+	}
+	if len(args) == 1 && args[0] == "validate-stream" && os.Getenv("FAKE_NO_STREAM") == "" {
+		// As `clouduploader validate-stream` (cloudupload.ValidateRequest).
+		dec, enc := json.NewDecoder(os.Stdin), json.NewEncoder(os.Stdout)
+		for {
+			var req struct {
+				Env  map[string]string
+				Data []byte
+			}
+			if err := dec.Decode(&req); err == io.EOF {
+				return 0
+			} else if err != nil {
+				return 2
+			}
+			code, msg := validate(req.Data, func(k string) string { return req.Env[k] })
+			enc.Encode(map[string]any{"status": code, "message": msg})
 		}
-		return 0
 	}
 	if len(args) == 1 && args[0] == "grandchild" {
 		signal.Ignore(syscall.SIGTERM)
@@ -114,6 +121,23 @@ func run(args []string) int {
 	}
 	fmt.Println("fake uploader: unknown mode", d.Mode)
 	return 9
+}
+
+// validate is `validate`: its exit status and what it prints on stderr.
+func validate(data []byte, getenv func(string) string) (int, string) {
+	var d fakeData
+	if err := json.Unmarshal(data, &d); err != nil {
+		return 2, "target data is not JSON\n"
+	}
+	switch {
+	case d.Crash:
+		return 1, "validator crashed\n"
+	case d.Invalid != "":
+		return 2, fmt.Sprintf("\n  %s  \nsecond line\n", d.Invalid)
+	case getenv("CLOUDUPLOAD_PROJECT") == "" || getenv("CLOUDUPLOAD_JOB") != "":
+		return 1, "job environment wrong\n"
+	}
+	return 0, ""
 }
 
 // wait records its start in d.Dir (under a lock, counting the uploads

@@ -1,0 +1,197 @@
+package backend
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"sync"
+	"syscall"
+
+	"github.com/cloudupload/cloudupload"
+)
+
+// maxValidators bounds the validator processes running at once.
+const maxValidators = 4
+
+// validators keeps long-lived `<uploader> validate-stream` processes, so
+// that a create does not start a process. An uploader that does not know
+// validate-stream (it exits at once) makes it fall back, for good, to
+// `<uploader> validate <target>` per create.
+type validators struct {
+	path string
+	env  []string
+	dir  string
+
+	sem chan struct{} // one token per process that may run
+
+	mu          sync.Mutex
+	idle        []*validatorProc
+	unsupported bool
+	closed      bool
+}
+
+type validatorProc struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *json.Decoder
+}
+
+func newValidators(path string, env []string, dir string) *validators {
+	return &validators{path: path, env: env, dir: dir, sem: make(chan struct{}, maxValidators)}
+}
+
+// errNoStream means the uploader cannot validate over a stream.
+var errNoStream = errors.New("the uploader does not support validate-stream")
+
+// validate asks a validator process about data for target, with the job's
+// env. It returns errNoStream when the uploader does not support it.
+func (v *validators) validate(ctx context.Context, target string, env map[string]string, data []byte) (cloudupload.ValidateResponse, error) {
+	select {
+	case v.sem <- struct{}{}:
+	case <-ctx.Done():
+		return cloudupload.ValidateResponse{}, ctx.Err()
+	}
+	defer func() { <-v.sem }()
+	p, err := v.get()
+	if err != nil {
+		return cloudupload.ValidateResponse{}, err
+	}
+	type answer struct {
+		resp cloudupload.ValidateResponse
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		var a answer
+		if a.err = json.NewEncoder(p.in).Encode(cloudupload.ValidateRequest{Target: target, Env: env, Data: data}); a.err == nil {
+			a.err = p.out.Decode(&a.resp)
+		}
+		ch <- a
+	}()
+	select {
+	case a := <-ch:
+		if a.err != nil {
+			// It ended, or said something else than an answer: perhaps
+			// it does not know validate-stream at all.
+			v.discard(p)
+			return cloudupload.ValidateResponse{}, v.checkSupport(a.err)
+		}
+		v.put(p)
+		return a.resp, nil
+	case <-ctx.Done():
+		v.discard(p)
+		<-ch
+		return cloudupload.ValidateResponse{}, ctx.Err()
+	}
+}
+
+// checkSupport decides, after a validator ended before answering, whether
+// the uploader supports validate-stream at all: `<uploader>
+// validate-stream` with no input must exit 0.
+func (v *validators) checkSupport(cause error) error {
+	cmd := exec.Command(v.path, "validate-stream")
+	cmd.Env, cmd.Dir = v.env, v.dir
+	if err := cmd.Run(); err != nil { // standard input: /dev/null
+		v.mu.Lock()
+		v.unsupported = true
+		v.mu.Unlock()
+		return errNoStream
+	}
+	return fmt.Errorf("validator: %w", cause)
+}
+
+// get returns an idle validator or starts one.
+func (v *validators) get() (*validatorProc, error) {
+	v.mu.Lock()
+	if v.unsupported {
+		v.mu.Unlock()
+		return nil, errNoStream
+	}
+	if v.closed {
+		v.mu.Unlock()
+		return nil, errors.New("validators closed")
+	}
+	if n := len(v.idle); n > 0 {
+		p := v.idle[n-1]
+		v.idle = v.idle[:n-1]
+		v.mu.Unlock()
+		return p, nil
+	}
+	v.mu.Unlock()
+	cmd := exec.Command(v.path, "validate-stream")
+	cmd.Env, cmd.Dir = v.env, v.dir
+	// It ends with the daemon: at the end of its input, or by the signal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s validate-stream: %w", v.path, err)
+	}
+	return &validatorProc{cmd: cmd, in: in, out: json.NewDecoder(bufio.NewReader(out))}, nil
+}
+
+func (v *validators) put(p *validatorProc) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		go p.stop()
+		return
+	}
+	v.idle = append(v.idle, p)
+}
+
+func (v *validators) discard(p *validatorProc) {
+	p.cmd.Process.Kill()
+	go p.stop()
+}
+
+// stop ends a validator: end of input, then reap it.
+func (p *validatorProc) stop() {
+	p.in.Close()
+	p.cmd.Wait()
+}
+
+// close stops the idle validators.
+func (v *validators) close() {
+	v.mu.Lock()
+	idle := v.idle
+	v.idle, v.closed = nil, true
+	v.mu.Unlock()
+	for _, p := range idle {
+		p.stop()
+	}
+}
+
+// validateStream is Manager.validate through the validator processes; it
+// returns errNoStream when the uploader does not support them.
+func (m *Manager) validateStream(ctx context.Context, job cloudupload.Job, data []byte) error {
+	resp, err := m.validators.validate(ctx, job.Target, jobEnv(job), data)
+	switch {
+	case errors.Is(err, errNoStream):
+		return err
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return internal("validating the target data took too long", fmt.Errorf("%s validate-stream %s: %w", m.cfg.Uploader, job.Target, err))
+	case err != nil:
+		return internal("could not validate the target data", err)
+	case resp.Status == 0:
+		return nil
+	case resp.Status == 2:
+		msg := firstLine(resp.Message, maxValidateMessage)
+		if msg == "" {
+			msg = fmt.Sprintf("the target data is not valid for target %s", job.Target)
+		}
+		return cloudupload.Errorf(cloudupload.EINVALID, "%s", msg)
+	}
+	return internal("could not validate the target data", fmt.Errorf("%s validate-stream %s: status %d: %s",
+		m.cfg.Uploader, job.Target, resp.Status, firstLine(resp.Message, maxValidateMessage)))
+}
