@@ -16,12 +16,12 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/cloudupload/cloudupload/backend"
+	"github.com/cloudupload/cloudupload/internal/cli"
 )
 
 func main() {
@@ -31,8 +31,7 @@ func main() {
 		if errors.Is(err, errHelp) {
 			os.Exit(0)
 		}
-		fmt.Fprintln(os.Stderr, "cloudupload-server:", err)
-		os.Exit(2)
+		os.Exit(cli.UsageError(os.Stderr, "cloudupload-server", err))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
