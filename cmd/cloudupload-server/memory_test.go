@@ -49,7 +49,7 @@ func TestHostileMemory(t *testing.T) {
 		body    []byte
 		chunked bool
 		header  http.Header
-		want    int // status; 0: any (e.g. 503 when the body budget is full)
+		want    int // status; 0: any (e.g. 503 when the body budget is full); 503 is accepted too for chunked bodies
 	}{
 		{"5M siblings", 2, "POST", "/cloudupload", siblings, false, nil, 413},
 		{"5M siblings chunked", 2, "POST", "/cloudupload", siblings, true, nil, 413},
@@ -164,7 +164,8 @@ func TestHostileMemory(t *testing.T) {
 
 	for _, h := range hostile {
 		for _, code := range got[h.name] {
-			if h.want != 0 && code != h.want && code != -1 {
+			busy := h.chunked && code == http.StatusServiceUnavailable // no room for the next piece
+			if h.want != 0 && code != h.want && code != -1 && !busy {
 				t.Errorf("%s: status %d, want %d", h.name, code, h.want)
 			}
 		}
