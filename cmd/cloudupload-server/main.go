@@ -11,6 +11,12 @@
 //	    [--retention 0] [--mirror NAME=DIR]... [--config FILE]
 //	    [--tls-cert FILE --tls-key FILE] [--token-file FILE]
 //	    [--pubkey FILE] [--privkey FILE] [--log-level info]
+//	    [--max-connections 512] [--memory-limit 40]
+//
+// At start it runs `<uploader> protocol` once to learn whether the uploader
+// speaks this project's protocol (and can validate target data at create)
+// or only has OBS's argv. --help prints the usage to stdout; a bad flag or
+// setting is one line on stderr and exit status 2.
 package main
 
 import (
