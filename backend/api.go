@@ -62,7 +62,8 @@ type Fetcher interface {
 //	    Filename, Size (may be 0) and Origin; data is the target data. Create
 //	    validates the names (cloudupload.CheckJob), the target data (by running
 //	    `<uploader> validate <target>` with data on stdin: exit 2 = EINVALID with
-//	    stderr as message), and for Origin fetch asks Fetcher.Stat; only then
+//	    stderr as message; skipped with Config.NoValidate), and for Origin
+//	    fetch asks Fetcher.Stat; only then
 //	    assigns an id and writes the job (state created, details "waiting to
 //	    receive image"). For Origin fetch it then receives in the background.
 //	(*Manager) Receive(ctx, id, body io.Reader, size int64) error

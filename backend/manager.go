@@ -382,7 +382,7 @@ func isNoSpace(err error) bool {
 // Repository, Arch, Package, Filename, Size (0 when unknown) and Origin;
 // data is the target data. The names are checked (cloudupload.CheckJob),
 // the target data by `<uploader> validate <target>` (exit 2: EINVALID with
-// the uploader's message), and for Origin fetch the image must exist
+// the uploader's message; not with Config.NoValidate), and for Origin fetch the image must exist
 // (Fetcher.Stat; ENOTFOUND otherwise). Only then is an id assigned and the
 // job written, state created; an Origin fetch job then receives its image
 // in the background.

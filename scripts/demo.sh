@@ -17,7 +17,9 @@ build=demo/build/$project/$repository/$arch/$package
 for tool in go curl xz; do
 	command -v "$tool" >/dev/null || { echo "demo: $tool is needed but not installed" >&2; exit 1; }
 done
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: no escape codes in files and pipes.
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
+say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 
 say "building bin/cloudupload-server and bin/clouduploader"
 mkdir -p bin

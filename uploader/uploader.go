@@ -15,6 +15,7 @@ import (
 
 	cloudupload "github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/internal/atomicfile"
+	"github.com/cloudupload/cloudupload/internal/cli"
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/uploader/image"
 )
@@ -111,8 +112,8 @@ func Main(ctx context.Context, args []string, opts Options) int {
 	case len(args) == 6:
 		return upload(ctx, args, opts)
 	}
-	fmt.Fprint(opts.Stderr, usage)
-	return ExitUsage
+	return cli.UsageError(opts.Stderr, "clouduploader", fmt.Errorf("%d arguments; want <user> <target> <image> "+
+		"<target data file> <filename> <result file>, validate <target>, targets or protocol", len(args)))
 }
 
 // lookup finds the target called name.

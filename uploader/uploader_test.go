@@ -176,7 +176,7 @@ func TestCommands(t *testing.T) {
 	}
 	for _, args := range [][]string{nil, {"a"}, {"a", "b", "c"}, {"validate"}} {
 		r = runMain(t, context.Background(), nil, "", args...)
-		if r.code != ExitUsage || !strings.Contains(r.stderr, "usage:") {
+		if r.code != ExitUsage || !strings.HasPrefix(r.stderr, "clouduploader: ") || !strings.HasSuffix(r.stderr, "(see clouduploader --help)\n") {
 			t.Errorf("%q: %d %q", args, r.code, r.stderr)
 		}
 	}

@@ -22,12 +22,25 @@ const DefaultMaxBuffered = 16 << 20
 const DefaultMaxReceives = 8
 
 // defaultBodyWait bounds how long a request waits for room in the budget
-// before it is answered 503; bodyTimeout bounds how long reading a buffered body
-// may take, so that a client trickling bytes cannot hold its share forever.
+// before it is answered 503. A buffered body must then arrive at
+// minBodyRate on average, after bodyGrace (a chunked one within
+// chunkedTimeout), so that a client trickling bytes cannot hold its share
+// for long.
 const (
 	defaultBodyWait = 10 * time.Second
-	bodyTimeout     = 2 * time.Minute
+	bodyGrace       = 10 * time.Second
+	minBodyRate     = 64 << 10 // bytes per second
+	chunkedTimeout  = 2 * time.Minute
 )
+
+// bodyDeadline is how long reading a body of size bytes (-1: unknown) may
+// take.
+func bodyDeadline(size int64) time.Duration {
+	if size < 0 {
+		return chunkedTimeout
+	}
+	return bodyGrace + time.Duration(size)*time.Second/minBodyRate
+}
 
 // budget is a counting semaphore of bytes: the memory buffered bodies may
 // use together. Waiters are served first come, first served, so that a
@@ -112,7 +125,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, w
 	if r.ContentLength > limit {
 		return nil, res.release, tooLarge
 	}
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyDeadline(r.ContentLength)))
 	body := http.MaxBytesReader(w, r.Body, limit)
 	var b []byte
 	var err error

@@ -63,3 +63,16 @@ func waitWaiters(t *testing.T, b *budget, n int) {
 		}
 	}
 }
+
+func TestBodyDeadline(t *testing.T) {
+	for size, want := range map[int64]time.Duration{
+		-1:       2 * time.Minute,
+		0:        10 * time.Second,
+		1 << 20:  26 * time.Second,  // a full skeleton
+		10 << 20: 170 * time.Second, // full target data
+	} {
+		if got := bodyDeadline(size); got != want {
+			t.Errorf("bodyDeadline(%d) = %s, want %s", size, got, want)
+		}
+	}
+}

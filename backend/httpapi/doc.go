@@ -9,4 +9,10 @@
 // person-readable summary ("404 no such job"), the body is a <status>
 // document, and internal errors show only "internal error" (the real cause
 // is logged).
+//
+// Memory is bounded whatever clients send: bodies are capped before they
+// are buffered (MaxTargetData, MaxSkeleton), buffered bodies share a byte
+// budget (Config.MaxBuffered, 503 when it stays full), and PUTs streaming
+// at once are bounded (Config.MaxReceives). Connections and headers are
+// bounded by the http.Server and listener the command sets up.
 package httpapi

@@ -30,6 +30,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +40,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cloudupload/cloudupload/internal/cli"
 	"github.com/cloudupload/cloudupload/targets/mirror"
 )
 
@@ -55,25 +57,23 @@ func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := flag.NewFlagSet("cloudupload-prune", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var policyFlags, mirrorFlags list
 	dryRun := fs.Bool("dry-run", false, "decide and print, delete nothing")
 	policyFile := fs.String("policies", "", "read policies from `FILE`, one CLASS=RULE[,RULE…] per line")
 	fs.Var(&policyFlags, "policy", "retention of a class as `CLASS=RULE[,RULE…]`, e.g. master=14d,keep=2 or release=forever (repeatable)")
 	fs.Var(&mirrorFlags, "mirror", "a tree to prune, as `NAME=DIR` (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cloudupload-prune [--dry-run] [--policy CLASS=RULES]... [--policies FILE] [--mirror NAME=DIR]... [DIR]...")
+		fmt.Fprintln(fs.Output(), "usage: cloudupload-prune [--dry-run] [--policy CLASS=RULES]... [--policies FILE] [--mirror NAME=DIR]... [DIR]...")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
+	usage := func(format string, a ...any) int {
+		return cli.UsageError(stderr, "cloudupload-prune", fmt.Errorf(format, a...))
+	}
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return 2
-	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "cloudupload-prune: "+format+"\n", a...)
-		return 2
+		return usage("%v", err)
 	}
 
 	var policies []mirror.Policy

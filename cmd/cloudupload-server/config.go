@@ -12,10 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/backend"
+	"github.com/cloudupload/cloudupload/internal/cli"
 )
 
 // Config is the daemon's configuration, from flags and the config file.
@@ -96,9 +98,12 @@ func (b *byteSize) Set(v string) error {
 var errHelp = flag.ErrHelp
 
 // flagSet declares the flags into c.
-func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
+func (c *Config) flagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("cloudupload-server", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: cloudupload-server [flags]   (flags may also be set in --config FILE)")
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:5452", "`HOST:PORT` to serve the API on")
 	fs.StringVar(&c.StateDir, "state-dir", "./state", "`DIR` holding the jobs, the id counter and the generated key pair")
 	fs.StringVar(&c.BuildRoot, "build-root", "", "build tree `DIR`: images are DIR/<project>/<repository>/<arch>/<package>/<filename>")
@@ -125,10 +130,10 @@ func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
 }
 
 // parse reads the command line, then the config file for what the command
-// line did not set.
-func (c *Config) parse(args []string, out io.Writer) error {
-	fs := c.flagSet(out)
-	if err := fs.Parse(args); err != nil {
+// line did not set. --help prints the usage to stdout (errHelp).
+func (c *Config) parse(args []string, stdout io.Writer) error {
+	fs := c.flagSet()
+	if err := cli.Parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -235,5 +240,34 @@ func (c *Config) check() error {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	return c.checkMirrors()
+}
+
+// checkMirrors refuses a mirror whose directory is missing, not a
+// directory or not writable: every job for it would fail later.
+func (c *Config) checkMirrors() error {
+	for _, m := range c.Mirrors {
+		name, dir, _ := strings.Cut(m, "=")
+		fi, err := os.Stat(dir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("--mirror %s=%s: the directory does not exist", name, dir)
+		case err != nil:
+			return fmt.Errorf("--mirror %s=%s: %w", name, dir, unwrapPath(err))
+		case !fi.IsDir():
+			return fmt.Errorf("--mirror %s=%s: not a directory", name, dir)
+		}
+		if err := syscall.Access(dir, 2|1); err != nil { // W_OK|X_OK
+			return fmt.Errorf("--mirror %s=%s: the directory is not writable: %w", name, dir, err)
+		}
+	}
 	return nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

@@ -11,17 +11,23 @@
 //	    [--retention 0] [--mirror NAME=DIR]... [--config FILE]
 //	    [--tls-cert FILE --tls-key FILE] [--token-file FILE]
 //	    [--pubkey FILE] [--privkey FILE] [--log-level info]
+//	    [--max-connections 512] [--memory-limit 40]
+//
+// At start it runs `<uploader> protocol` once to learn whether the uploader
+// speaks this project's protocol (and can validate target data at create)
+// or only has OBS's argv. --help prints the usage to stdout; a bad flag or
+// setting is one line on stderr and exit status 2.
 package main
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/cloudupload/cloudupload/backend"
+	"github.com/cloudupload/cloudupload/internal/cli"
 )
 
 func main() {
@@ -31,8 +37,7 @@ func main() {
 		if errors.Is(err, errHelp) {
 			os.Exit(0)
 		}
-		fmt.Fprintln(os.Stderr, "cloudupload-server:", err)
-		os.Exit(2)
+		os.Exit(cli.UsageError(os.Stderr, "cloudupload-server", err))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

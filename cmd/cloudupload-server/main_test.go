@@ -443,12 +443,15 @@ func TestGeneratedKeys(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	dir := t.TempDir()
+	for _, d := range []string{"a", "b", "c"} {
+		os.Mkdir(filepath.Join(dir, d), 0o755)
+	}
 	cfg := filepath.Join(dir, "server.conf")
 	os.WriteFile(cfg, []byte(`# test config
 listen = 127.0.0.1:9999
 max-uploads = 8
-mirror = a=/srv/a
-mirror = b = /srv/b
+mirror = a=`+dir+`/a
+mirror = b = `+dir+`/b
 kill-grace = 5s
 `), 0o644)
 	m := NewMain()
@@ -457,12 +460,12 @@ kill-grace = 5s
 		t.Fatal(err)
 	}
 	c := m.Config
-	if c.Listen != "127.0.0.1:9999" || c.MaxUploads != 3 || c.KillGrace != 5*time.Second || c.Mirrors.String() != "a=/srv/a,b=/srv/b" || c.MaxUploadsPerUser != 2 {
+	if c.Listen != "127.0.0.1:9999" || c.MaxUploads != 3 || c.KillGrace != 5*time.Second || c.Mirrors.String() != "a="+dir+"/a,b="+dir+"/b" || c.MaxUploadsPerUser != 2 {
 		t.Errorf("%+v", c)
 	}
 	m = NewMain()
 	m.Stderr = io.Discard
-	if err := m.ParseFlags([]string{"--config", cfg, "--mirror", "c=/srv/c"}); err != nil || m.Config.Mirrors.String() != "c=/srv/c" {
+	if err := m.ParseFlags([]string{"--config", cfg, "--mirror", "c=" + dir + "/c"}); err != nil || m.Config.Mirrors.String() != "c="+dir+"/c" {
 		t.Errorf("mirror on the command line: %v %v", m.Config.Mirrors, err)
 	}
 	for content, want := range map[string]string{
@@ -474,6 +477,8 @@ kill-grace = 5s
 		"max-uploads = 0\n":    "--max-uploads must be at least 1",
 		"log-level = chatty\n": "--log-level",
 		"repserver = http://x\nbuild-root = /b\n": "not both",
+		"mirror = d=/nonexistent\n":               "--mirror d=/nonexistent: the directory does not exist",
+		"mirror = d=" + cfg + "\n":                "--mirror d=" + cfg + ": not a directory",
 	} {
 		os.WriteFile(cfg, []byte(content), 0o644)
 		m := NewMain()

@@ -49,7 +49,7 @@ func TestHostileMemory(t *testing.T) {
 		body    []byte
 		chunked bool
 		header  http.Header
-		want    int // status; 0: any (e.g. 503 when the body budget is full)
+		want    int // status; 0: any (e.g. 503 when the body budget is full); 503 is accepted too for chunked bodies
 	}{
 		{"5M siblings", 2, "POST", "/cloudupload", siblings, false, nil, 413},
 		{"5M siblings chunked", 2, "POST", "/cloudupload", siblings, true, nil, 413},
@@ -111,7 +111,7 @@ func TestHostileMemory(t *testing.T) {
 
 	// A PUT of the wrong size for a job created by skeleton.
 	put := func() int {
-		name, _ := createSkeleton(t, p.url, 5)
+		name := createSkeleton(t, p.url, 5)
 		req, _ := http.NewRequest("PUT", p.url+"/cloudupload/"+name, bytes.NewReader(siblings))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -141,7 +141,7 @@ func TestHostileMemory(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			name, _ := createSkeleton(t, p.url, 4<<20)
+			name := createSkeleton(t, p.url, 4<<20)
 			code := send(p.url, "PUT", "/cloudupload/"+name, image, false, nil)
 			mu.Lock()
 			got["PUT of 4 MiB"] = append(got["PUT of 4 MiB"], code)
@@ -164,7 +164,8 @@ func TestHostileMemory(t *testing.T) {
 
 	for _, h := range hostile {
 		for _, code := range got[h.name] {
-			if h.want != 0 && code != h.want && code != -1 {
+			busy := h.chunked && code == http.StatusServiceUnavailable // no room for the next piece
+			if h.want != 0 && code != h.want && code != -1 && !busy {
 				t.Errorf("%s: status %d, want %d", h.name, code, h.want)
 			}
 		}
@@ -222,7 +223,7 @@ func send(base, method, path string, body []byte, chunked bool, header http.Head
 
 // createSkeleton creates a job by skeleton with the given size and returns
 // its name.
-func createSkeleton(t *testing.T, base string, size int64) (string, error) {
+func createSkeleton(t *testing.T, base string, size int64) string {
 	t.Helper()
 	resp, err := http.Post(base+"/cloudupload", "text/xml", strings.NewReader(skeletonFor("u", size, "instant")))
 	if err != nil {
@@ -233,5 +234,5 @@ func createSkeleton(t *testing.T, base string, size int64) (string, error) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("skeleton: %s %s", resp.Status, doc)
 	}
-	return jobField(t, string(doc), "name"), nil
+	return jobField(t, string(doc), "name")
 }

@@ -86,6 +86,10 @@ func TestOwnUploaderProbed(t *testing.T) {
 	bin := buildServer(t)
 	p := startProcessIn(t, bin, t.TempDir(), "--log-level", "info")
 	waitLog(t, p, "the uploader speaks this server's protocol")
+	waitLog(t, p, "msg=listening")
+	if n := strings.Count(p.log.String(), `msg="job store open`); n != 1 {
+		t.Errorf("%d lines say the job store is open:\n%s", n, p.log.String())
+	}
 	resp, err := benchClient.Post(p.url+"/cloudupload", "text/xml", strings.NewReader(strings.Replace(skeletonFor("u", 5, "x"), "<target>test</target>", "<target>nope</target>", 1)))
 	if err != nil {
 		t.Fatal(err)

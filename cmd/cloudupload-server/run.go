@@ -38,7 +38,8 @@ const (
 type Main struct {
 	Config Config
 	Logger *slog.Logger
-	Stderr io.Writer // where logs and usage go; default os.Stderr
+	Stdout io.Writer // where --help goes; default os.Stdout
+	Stderr io.Writer // where logs go; default os.Stderr
 
 	manager *backend.Manager
 	api     *httpapi.Server
@@ -49,15 +50,15 @@ type Main struct {
 
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
-	m := &Main{Stderr: os.Stderr}
-	m.Config.flagSet(io.Discard).Parse(nil)
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr}
+	m.Config.flagSet().Parse(nil)
 	m.Logger = slog.New(slog.NewTextHandler(m.Stderr, nil))
 	return m
 }
 
 // ParseFlags reads the command line and the config file it names.
 func (m *Main) ParseFlags(args []string) error {
-	if err := m.Config.parse(args, m.Stderr); err != nil {
+	if err := m.Config.parse(args, m.Stdout); err != nil {
 		return err
 	}
 	if err := m.Config.check(); err != nil {
@@ -72,6 +73,7 @@ func (m *Main) ParseFlags(args []string) error {
 // Run opens the job manager and starts serving; it returns once the server
 // listens. Serving errors end up in Close.
 func (m *Main) Run(ctx context.Context) (err error) {
+	start := time.Now()
 	c := &m.Config
 	log := m.Logger
 	defer func() {
@@ -154,7 +156,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		log.Info("the uploader has OBS's argv only: jobs are created without checking their target data, the uploader checks it when it runs",
 			"uploader", uploader, "protocol_probe", probed)
 	}
-	start := time.Now()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
 		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
@@ -164,7 +165,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	log.Info("job store open", "jobs", len(m.manager.List(nil)), "took", time.Since(start).Round(time.Millisecond))
 
 	api, err := httpapi.New(httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log})
 	if err != nil {
@@ -195,7 +195,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.ln) }()
-	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String())
+	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String(), "startup", time.Since(start).Round(time.Millisecond))
 	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
 		log.Warn("listening beyond loopback without --token-file: whoever reaches this address can create and kill jobs")
 	}
