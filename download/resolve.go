@@ -36,6 +36,7 @@ func resolve(root *os.Root, segs []string) (resolved, error) {
 	out := make([]string, 0, len(segs))
 	pending := segs
 	hops := 0
+	var last fs.FileInfo // of path.Join(out...), nil when out changed without a Lstat
 	for len(pending) > 0 {
 		s := pending[0]
 		pending = pending[1:]
@@ -47,6 +48,7 @@ func resolve(root *os.Root, segs []string) (resolved, error) {
 				return resolved{}, errRefused
 			}
 			out = out[:len(out)-1]
+			last = nil
 			continue
 		case strings.HasPrefix(s, "."):
 			return resolved{}, errRefused
@@ -58,6 +60,7 @@ func resolve(root *os.Root, segs []string) (resolved, error) {
 		}
 		if fi.Mode()&fs.ModeSymlink == 0 {
 			out = append(out, s)
+			last = fi
 			continue
 		}
 		if hops++; hops > maxLinkHops {
@@ -79,9 +82,12 @@ func resolve(root *os.Root, segs []string) (resolved, error) {
 	if path.Base(rel) == buildinfo.FileName {
 		return resolved{}, errRefused
 	}
-	fi, err := root.Lstat(rel)
-	if err != nil {
-		return resolved{}, err
+	fi := last
+	if fi == nil {
+		var err error
+		if fi, err = root.Lstat(rel); err != nil {
+			return resolved{}, err
+		}
 	}
 	if !fi.Mode().IsRegular() && !fi.IsDir() {
 		return resolved{}, errRefused
