@@ -85,7 +85,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, trees: map[string]*tree{}}
+	h := &Handler{cfg: cfg, trees: map[string]*tree{}, policies: policyCache{log: cfg.Log}}
 	for _, t := range cfg.Trees {
 		if _, dup := h.trees[t.Name]; dup {
 			h.Close()
@@ -153,17 +153,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "not found")
 		return
 	}
-	lw.user = h.identify(r).user
+	id := h.identify(r)
+	lw.user = id.user
 	if res.info.IsDir() {
 		if !strings.HasSuffix(p, "/") {
 			redirectSlash(w, r)
 			return
 		}
 		if r.Method == http.MethodPost {
-			h.acceptForm(w, r, lw, t, res.rel, "")
+			h.acceptForm(w, r, lw, id, t, res.rel, "")
 			return
 		}
-		if !h.authorize(w, r, lw, t, res.rel, "") {
+		if !h.authorize(w, r, lw, id, t, res.rel, "") {
 			return
 		}
 		h.serveListing(w, r, t, res.rel)
@@ -176,10 +177,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dir, name := path.Split(res.rel)
 	dir = path.Clean("./" + dir)
 	if r.Method == http.MethodPost {
-		h.acceptForm(w, r, lw, t, dir, name)
+		h.acceptForm(w, r, lw, id, t, dir, name)
 		return
 	}
-	if !h.authorize(w, r, lw, t, dir, name) {
+	if !h.authorize(w, r, lw, id, t, dir, name) {
 		return
 	}
 	h.serveFile(w, r, t, res)
@@ -189,12 +190,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // dir) and answers it when it is not allowed: 403 when denied, 401 when a
 // group is required and nobody (or a wrong token) is authenticated, the
 // licence page (403) when a licence is not accepted.
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, lw *logWriter, t *tree, dir, name string) bool {
-	pol := h.policies.policy(t.name, t.root, dir)
-	if pol.err != nil {
-		h.cfg.Log.Warn("directory denied: its BUILD-INFO.txt does not parse", "tree", t.name, "dir", dir, "err", pol.err)
-	}
-	rule := ruleFor(pol, name)
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, lw *logWriter, id identity, t *tree, dir, name string) bool {
+	rule := ruleFor(h.policies.policy(t.name, t.root, dir), name)
 	if rule.open() {
 		lw.licence = "open"
 		return true
@@ -204,7 +201,6 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, lw *logWrite
 		httpError(w, http.StatusForbidden, "forbidden: this file is not published for download")
 		return false
 	}
-	id := h.identify(r)
 	if id.bad {
 		lw.licence = "bad-credentials"
 		w.Header().Set("WWW-Authenticate", `Basic realm="cloudupload", charset="UTF-8"`)

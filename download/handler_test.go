@@ -327,6 +327,9 @@ func TestBadBuildInfo(t *testing.T) {
 	}
 	resp, body := f.do(t, "GET", "/t/?format=json")
 	expect(t, resp, body, 200, `"bad"`)
+	if l := f.log.String(); strings.Count(l, "does not parse") != 1 || !strings.Contains(l, "t/bad/BUILD-INFO.txt: line 1: Format-Version field not found") {
+		t.Errorf("the operator is not told once, with the line:\n%s", l)
+	}
 }
 
 // TestBrowserFlowHTTP walks the licence page with a cookie jar: decline,

@@ -141,7 +141,7 @@ func (h *Handler) licencePage(w http.ResponseWriter, r *http.Request, missing []
 }
 
 // acceptForm handles the Accept and Decline buttons of the licence page.
-func (h *Handler) acceptForm(w http.ResponseWriter, r *http.Request, lw *logWriter, t *tree, dir, name string) {
+func (h *Handler) acceptForm(w http.ResponseWriter, r *http.Request, lw *logWriter, id identity, t *tree, dir, name string) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		httpError(w, http.StatusBadRequest, "bad form")
@@ -180,7 +180,6 @@ func (h *Handler) acceptForm(w http.ResponseWriter, r *http.Request, lw *logWrit
 		h.licencePage(w, r, rule.licences, "The licence has changed; please read it again.", http.StatusConflict)
 		return
 	}
-	id := h.identify(r)
 	var records []userData
 	for _, l := range accept {
 		if !l.CollectData {

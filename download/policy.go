@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"sync"
@@ -47,8 +48,9 @@ type dirPolicy struct {
 }
 
 type policyCache struct {
-	mu sync.Mutex
-	m  map[string]*dirPolicy // key: tree name + "\x00" + directory
+	log *slog.Logger // told once per version of a file that does not parse
+	mu  sync.Mutex
+	m   map[string]*dirPolicy // key: tree name + "\x00" + directory
 }
 
 // policy returns the policy of directory dir of a tree: one Stat of its
@@ -77,6 +79,9 @@ func (c *policyCache) policy(tree string, root *os.Root, dir string) *dirPolicy 
 	p.bi, p.err = readBuildInfo(root, name)
 	if p.err != nil {
 		p.err = fmt.Errorf("%s/%s: %w", tree, name, p.err)
+		if c.log != nil {
+			c.log.Warn("directory denied: its BUILD-INFO.txt does not parse", "tree", tree, "dir", dir, "err", p.err)
+		}
 	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCached {

@@ -51,7 +51,7 @@ type fixture struct {
 	dir, outside string
 	h            *Handler
 	srv          *httptest.Server
-	access       *testutil.SyncBuffer
+	access, log  *testutil.SyncBuffer
 	userData     string
 	alice, bob   string // tokens
 }
@@ -102,7 +102,7 @@ func makeTree(t testing.TB) (dir, outside string) {
 }
 
 func newFixture(t testing.TB, mod func(*Config)) *fixture {
-	f := &fixture{access: &testutil.SyncBuffer{}, alice: "alice-secret-token", bob: "bob-secret-token"}
+	f := &fixture{access: &testutil.SyncBuffer{}, log: &testutil.SyncBuffer{}, alice: "alice-secret-token", bob: "bob-secret-token"}
 	f.dir, f.outside = makeTree(t)
 	users := filepath.Join(t.TempDir(), "users")
 	write(t, users, "alice sha256="+credfile.HashToken(f.alice)+" groups=team-x,team-y\nbob sha256="+credfile.HashToken(f.bob)+"\n")
@@ -123,7 +123,7 @@ func newFixture(t testing.TB, mod func(*Config)) *fixture {
 		CookieKey:  []byte(strings.Repeat("k", 32)),
 		UserData:   ud,
 		AccessLog:  f.access,
-		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log:        slog.New(slog.NewTextHandler(f.log, nil)),
 	}
 	if mod != nil {
 		mod(&cfg)
