@@ -347,9 +347,7 @@ func TestBrowserFlowHTTP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var b strings.Builder
-		_, err = fmt.Fprint(&b, mustRead(t, resp))
-		return resp, b.String()
+		return resp, mustRead(t, resp)
 	}
 	resp, page := get("/t/prot/one.img")
 	expect(t, resp, page, 403, "ACME end-user licence")

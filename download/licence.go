@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -178,14 +179,14 @@ func checkUserData(name, email string) (string, string, error) {
 	switch {
 	case name == "":
 		return "", "", fmt.Errorf("a name is required")
-	case len(name) > 200 || !utf8.ValidString(name) || strings.IndexFunc(name, isControl) >= 0:
+	case len(name) > 200 || !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return "", "", fmt.Errorf("the name must be at most 200 printable characters")
 	case email == "":
 		return "", "", fmt.Errorf("an e-mail address is required")
 	}
 	a, err := mail.ParseAddress(email)
 	if err != nil || a.Name != "" || len(email) > 254 || !strings.Contains(a.Address, "@") {
-		return "", "", fmt.Errorf("%q is not an e-mail address", shorten(email))
+		return "", "", fmt.Errorf("that is not an e-mail address (want name@domain)")
 	}
 	return name, a.Address, nil
 }
@@ -213,13 +214,4 @@ func (h *Handler) recordUserData(recs []userData) error {
 		return fmt.Errorf("record user data: %w", err)
 	}
 	return nil
-}
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
-
-func shorten(s string) string {
-	if len(s) > 60 {
-		return s[:57] + "..."
-	}
-	return s
 }
