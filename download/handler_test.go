@@ -468,3 +468,38 @@ func TestPolicyCache(t *testing.T) {
 		t.Errorf("directory without BUILD-INFO.txt: %+v", p)
 	}
 }
+
+// TestProtectedListing: a block matching the listing itself (here "*", as
+// the mirror target writes by default) puts the listing under its licence;
+// accepting it on the directory's page opens the listing.
+func TestProtectedListing(t *testing.T) {
+	f := newFixture(t, nil)
+	text := "<p>whole build</p>"
+	write(t, filepath.Join(f.dir, "whole/BUILD-INFO.txt"), "Format-Version: 0.5\n\nFiles-Pattern: *\nLicense-Type: protected\nLicense-Text: "+text+"\n")
+	write(t, filepath.Join(f.dir, "whole/x.img"), "x")
+	resp, body := f.do(t, "GET", "/t/whole/?format=json")
+	expect(t, resp, body, 403, AcceptHeader+": "+LicenceDigest(text))
+	resp, body = f.do(t, "GET", "/t/whole/?format=json", AcceptHeader+": "+LicenceDigest(text))
+	expect(t, resp, body, 200, `"x.img"`)
+
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	req, _ := http.NewRequest("GET", f.srv.URL+"/t/whole/", nil)
+	req.Header.Set("Accept", "text/html")
+	r1, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := mustRead(t, r1)
+	r1.Body.Close()
+	expect(t, r1, page, 403, "whole build")
+	form := formValues(t, page)
+	form.Set("action", "accept")
+	r2, err := c.PostForm(f.srv.URL+"/t/whole/", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listing := mustRead(t, r2)
+	r2.Body.Close()
+	expect(t, r2, listing, 200, "Index of /t/whole/")
+}

@@ -111,6 +111,7 @@ func (h *Handler) licencePage(w http.ResponseWriter, r *http.Request, missing []
 		views = append(views, licenceView{HTML: licenceHTML(l.Text)})
 	}
 	joined := strings.Join(digests, ",")
+	w.Header().Set("Vary", "Accept")
 	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
 		w.Header().Set(AcceptHeader, joined)
 		msg := "forbidden: this file is under a licence that has not been accepted.\n" +

@@ -160,3 +160,8 @@ func (f *fixture) do(t testing.TB, method, path string, headers ...string) (*htt
 	}
 	return resp, string(b)
 }
+
+func httpRequest() *http.Request {
+	r, _ := http.NewRequest("GET", "http://127.0.0.1/", nil)
+	return r
+}
