@@ -52,10 +52,14 @@ func (h *Handler) identify(r *http.Request) identity {
 	}
 	if h.fromProxy(r) {
 		if u := strings.TrimSpace(r.Header.Get(h.cfg.UserHeader)); u != "" {
+			// One header with a comma-separated list, or one header
+			// per group (oauth2-proxy adds a value per group).
 			var groups []string
-			for _, g := range strings.Split(r.Header.Get(h.cfg.GroupsHeader), ",") {
-				if g = strings.TrimSpace(g); g != "" {
-					groups = append(groups, g)
+			for _, v := range r.Header.Values(h.cfg.GroupsHeader) {
+				for _, g := range strings.Split(v, ",") {
+					if g = strings.TrimSpace(g); g != "" {
+						groups = append(groups, g)
+					}
 				}
 			}
 			return identity{user: u, groups: groups, via: "proxy"}

@@ -308,6 +308,15 @@ func TestGroups(t *testing.T) {
 	if !strings.Contains(f.access.String(), " - carol [") {
 		t.Errorf("access log lacks the proxy's user:\n%s", f.access.String())
 	}
+	req, _ = http.NewRequest("GET", f.srv.URL+"/t/prot/team.bin", nil)
+	req.Header.Set("X-Forwarded-User", "dave")
+	req.Header.Add("X-Forwarded-Groups", "team-z")
+	req.Header.Add("X-Forwarded-Groups", "team-x")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("groups in several headers: %v %v", resp.StatusCode, err)
+	} else {
+		resp.Body.Close()
+	}
 	g := newFixture(t, func(c *Config) { c.TrustProxy = netip.MustParsePrefix("192.0.2.1/32") })
 	resp, body = g.do(t, "GET", "/t/prot/team.bin", "X-Forwarded-User: carol", "X-Forwarded-Groups: team-x")
 	expect(t, resp, body, 401, "")
