@@ -13,7 +13,8 @@
 //	    [--log-level info]
 //
 // SIGHUP re-reads the users file (the previous one stays in use when the
-// new one does not parse); SIGTERM and SIGINT stop the server after the
+// new one does not parse) and reopens the access and user-data logs (for
+// logrotate); SIGTERM and SIGINT stop the server after the
 // running requests, waiting at most 10 seconds.
 package main
 

@@ -100,7 +100,8 @@ func TestServe(t *testing.T) {
 	os.WriteFile(users, []byte("ann sha256="+credfile.HashToken("tok-2")+" groups=team\n"), 0o600)
 	hup <- syscall.SIGHUP
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "credential file reloaded") {
+	os.Rename(access, access+".1") // as logrotate does, before its SIGHUP
+	for !strings.Contains(logs.String(), "reopened the log files") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no reload:\n%s", logs.String())
 		}
@@ -121,8 +122,11 @@ func TestServe(t *testing.T) {
 	if k2, _ := os.ReadFile(key); len(k1) != 32 || !bytes.Equal(k1, k2) {
 		t.Errorf("the cookie key changed across a restart")
 	}
+	if old, _ := os.ReadFile(access + ".1"); strings.Count(string(old), "\n") != 1 {
+		t.Errorf("rotated access log:\n%s", old)
+	}
 	al, _ := os.ReadFile(access)
-	if n := strings.Count(string(al), "\n"); n != 3 || !strings.Contains(string(al), " - ann [") || strings.Contains(string(al), "tok-") {
+	if n := strings.Count(string(al), "\n"); n != 2 || !strings.Contains(string(al), " - ann [") || strings.Contains(string(al), "tok-") {
 		t.Errorf("access log:\n%s", al)
 	}
 	ud, _ := os.ReadFile(userData)

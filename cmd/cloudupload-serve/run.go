@@ -62,7 +62,8 @@ type Main struct {
 	server   *http.Server
 	ln       net.Listener
 	served   chan error
-	files    []*os.File
+	users    *credfile.Reloader
+	logs     []*logFile
 	cancel   context.CancelFunc
 	watching chan struct{}
 }
@@ -179,17 +180,13 @@ func (m *Main) Run(ctx context.Context, hup <-chan os.Signal) (err error) {
 		if fi, err := os.Stat(c.Users); err == nil && fi.Mode().Perm()&0o002 != 0 {
 			log.Warn("the users file is writable by everyone", "file", c.Users)
 		}
-		cfg.Users = users
-		var wctx context.Context
-		wctx, m.cancel = context.WithCancel(ctx)
-		m.watching = make(chan struct{})
-		go func() { defer close(m.watching); users.Watch(wctx, hup, log) }()
+		cfg.Users, m.users = users, users
 	}
 	if cfg.CookieKey, err = loadCookieKey(c.CookieKey, log); err != nil {
 		return err
 	}
 	if c.UserDataLog != "" {
-		f, err := m.openAppend(c.UserDataLog, 0o600)
+		f, err := m.openLog(c.UserDataLog, 0o600)
 		if err != nil {
 			return fmt.Errorf("--user-data-log: %w", err)
 		}
@@ -200,7 +197,7 @@ func (m *Main) Run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	case "-":
 		cfg.AccessLog = m.Stdout
 	default:
-		f, err := m.openAppend(c.AccessLog, 0o640)
+		f, err := m.openLog(c.AccessLog, 0o640)
 		if err != nil {
 			return fmt.Errorf("--access-log: %w", err)
 		}
@@ -231,6 +228,10 @@ func (m *Main) Run(ctx context.Context, hup <-chan os.Signal) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.ln) }()
+	var wctx context.Context
+	wctx, m.cancel = context.WithCancel(ctx)
+	m.watching = make(chan struct{})
+	go func() { defer close(m.watching); m.onHangup(wctx, hup) }()
 	var names []string
 	for _, t := range m.trees {
 		names = append(names, t.Name+"="+t.Dir)
@@ -246,13 +247,38 @@ func (m *Main) Run(ctx context.Context, hup <-chan os.Signal) (err error) {
 // Addr is the address the server listens on (after Run).
 func (m *Main) Addr() string { return m.ln.Addr().String() }
 
-func (m *Main) openAppend(path string, perm os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, perm)
+func (m *Main) openLog(path string, perm os.FileMode) (*logFile, error) {
+	l, err := openLog(path, perm)
 	if err != nil {
 		return nil, err
 	}
-	m.files = append(m.files, f)
-	return f, nil
+	m.logs = append(m.logs, l)
+	return l, nil
+}
+
+// onHangup re-reads the users file and reopens the log files on every
+// signal from hup until ctx is done; a failure keeps what was in use.
+func (m *Main) onHangup(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if m.users != nil {
+			if err := m.users.Reload(); err != nil {
+				m.Logger.Error("users file not reloaded, keeping the previous one", "file", m.users.Path(), "err", err)
+			} else {
+				m.Logger.Info("users file reloaded", "file", m.users.Path(), "users", len(m.users.Current().Entries))
+			}
+		}
+		for _, l := range m.logs {
+			if err := l.Reopen(); err != nil {
+				m.Logger.Error("log file not reopened, writing on in the previous one", "file", l.path, "err", err)
+			}
+		}
+		m.Logger.Info("reopened the log files", "files", len(m.logs))
+	}
 }
 
 // Close stops serving (running requests get shutdownGrace) and closes
@@ -279,12 +305,12 @@ func (m *Main) Close() error {
 		m.handler.Close()
 		m.handler = nil
 	}
-	for _, f := range m.files {
-		if cerr := f.Close(); cerr != nil && err == nil {
+	for _, l := range m.logs {
+		if cerr := l.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}
-	m.files = nil
+	m.logs = nil
 	return err
 }
 
