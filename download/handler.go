@@ -48,6 +48,9 @@ type Config struct {
 	// licence, synced before the download starts; nil refuses such
 	// licences.
 	UserData SyncWriter
+	// ThemeCSS is the operator's stylesheet added to every page, e.g.
+	// rules for body.theme-<name> (a licence page's Theme); trusted.
+	ThemeCSS string
 	// AccessLog receives one line per request (see accesslog.go); nil
 	// logs none.
 	AccessLog io.Writer

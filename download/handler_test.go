@@ -345,7 +345,7 @@ func TestBadBuildInfo(t *testing.T) {
 // accept, the second file of the same licence, a forged cookie, a forged
 // form.
 func TestBrowserFlowHTTP(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, func(c *Config) { c.ThemeCSS = "body.theme-acme main{border-top:4px solid #c00}" })
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
 	get := func(p string) (*http.Response, string) {
@@ -360,6 +360,9 @@ func TestBrowserFlowHTTP(t *testing.T) {
 	}
 	resp, page := get("/t/prot/one.img")
 	expect(t, resp, page, 403, "ACME end-user licence")
+	if !strings.Contains(page, `<style>body.theme-acme main{border-top:4px solid #c00}</style>`) {
+		t.Errorf("the theme stylesheet is not in the page:\n%s", page)
+	}
 	if !strings.Contains(page, `<body class="theme-acme">`) || strings.Contains(page, "<script>") || !strings.Contains(page, "&lt;script&gt;") || strings.Contains(page, `href="javascript`) {
 		t.Errorf("licence page not safe or without theme:\n%s", page)
 	}

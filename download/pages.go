@@ -41,7 +41,7 @@ label{display:block;margin:.6em 0 .2em}input[type=text],input[type=email]{font:i
 var pages = template.Must(template.New("").Parse(`
 {{define "head"}}<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title><style>` + css + `</style></head>
+<title>{{.Title}}</title><style>` + css + `</style>{{with .ExtraCSS}}<style>{{.}}</style>{{end}}</head>
 {{end}}
 {{define "crumbs"}}<header>{{range .Crumbs}}<a href="{{.Href}}">{{.Name}}</a>{{end}}</header>{{end}}
 
@@ -77,6 +77,7 @@ var pages = template.Must(template.New("").Parse(`
 
 func (h *Handler) page(w http.ResponseWriter, code int, name string, data map[string]any) {
 	var b bytes.Buffer
+	data["ExtraCSS"] = template.CSS(h.cfg.ThemeCSS)
 	if err := pages.ExecuteTemplate(&b, name, data); err != nil {
 		h.cfg.Log.Error("render page", "page", name, "err", err)
 		httpError(w, http.StatusInternalServerError, "internal error")

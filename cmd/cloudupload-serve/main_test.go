@@ -140,3 +140,28 @@ func TestServe(t *testing.T) {
 		t.Errorf("a token in the log:\n%s", logs.String())
 	}
 }
+
+func TestThemeCSS(t *testing.T) {
+	dir := t.TempDir()
+	css := filepath.Join(dir, "theme.css")
+	os.WriteFile(css, []byte("x{}</STYLE><script>"), 0o644)
+	m := &Main{Stdout: io.Discard, Stderr: io.Discard}
+	if err := m.ParseFlags([]string{"--mirror", "a=" + dir, "--listen", "127.0.0.1:0", "--theme-css", css}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "without </style") {
+		t.Errorf("a stylesheet closing the style element: %v", err)
+	}
+	os.WriteFile(css, []byte("body.theme-acme h1{color:#c00}"), 0o644)
+	m = &Main{Stdout: io.Discard, Stderr: io.Discard}
+	if err := m.ParseFlags([]string{"--mirror", "a=" + dir, "--listen", "127.0.0.1:0", "--theme-css", css, "--access-log", ""}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if code, body := get(t, "http://"+m.Addr()+"/a/", "Accept: text/html"); code != 200 || !strings.Contains(body, "body.theme-acme h1{color:#c00}") {
+		t.Errorf("listing without the theme stylesheet: %d\n%s", code, body)
+	}
+}

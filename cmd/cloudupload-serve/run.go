@@ -26,6 +26,9 @@ import (
 
 const shutdownGrace = 10 * time.Second
 
+// maxThemeCSS bounds --theme-css: it is sent with every page.
+const maxThemeCSS = 256 << 10
+
 var errHelp = flag.ErrHelp
 
 type list []string
@@ -46,6 +49,7 @@ type Config struct {
 	UserDataLog  string
 	AccessLog    string
 	CookieKey    string
+	ThemeCSS     string
 	LogLevel     string
 }
 
@@ -87,6 +91,7 @@ func (m *Main) flagSet() *flag.FlagSet {
 	fs.StringVar(&c.UserDataLog, "user-data-log", "", "append the name and e-mail address asked by Collect-User-Data licences to `FILE` (one JSON line each); without it such licences cannot be accepted")
 	fs.StringVar(&c.AccessLog, "access-log", "-", "append the access log to `FILE` (\"-\": standard output, \"\": none)")
 	fs.StringVar(&c.CookieKey, "cookie-key", "", "the key signing licence cookies, kept in `FILE` (created when missing); without it a new key at each start forgets every acceptance")
+	fs.StringVar(&c.ThemeCSS, "theme-css", "", "add the stylesheet in `FILE` to every page, e.g. rules for body.theme-NAME, the class of a licence page whose Theme is NAME")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	return fs
 }
@@ -181,6 +186,16 @@ func (m *Main) Run(ctx context.Context, hup <-chan os.Signal) (err error) {
 			log.Warn("the users file is writable by everyone", "file", c.Users)
 		}
 		cfg.Users, m.users = users, users
+	}
+	if c.ThemeCSS != "" {
+		b, err := os.ReadFile(c.ThemeCSS)
+		if err != nil {
+			return fmt.Errorf("--theme-css: %w", err)
+		}
+		if len(b) > maxThemeCSS || strings.Contains(strings.ToLower(string(b)), "</style") {
+			return fmt.Errorf("--theme-css %s: want a stylesheet of at most %d bytes without </style", c.ThemeCSS, maxThemeCSS)
+		}
+		cfg.ThemeCSS = string(b)
 	}
 	if cfg.CookieKey, err = loadCookieKey(c.CookieKey, log); err != nil {
 		return err
