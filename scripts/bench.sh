@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: every Go benchmark of the project, one run, on this machine.
 # Figures are ratios against baselines measured in the same run (reading the
-# image, aws s3 cp, rclone) plus absolute numbers and peak memory, because
-# these machines are shared and noisy. Output: $1/bench.txt.
+# image, aws s3 cp, rclone, Go's http.FileServer for the download server)
+# plus absolute numbers and peak memory, because these machines are shared
+# and noisy. Output: $1/bench.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench-results}

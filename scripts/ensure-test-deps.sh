@@ -11,6 +11,8 @@ command -v zstd >/dev/null || missing_apt+=(zstd)
 command -v gzip >/dev/null || missing_apt+=(gzip)
 command -v sha256sum >/dev/null || missing_apt+=(coreutils)
 command -v curl >/dev/null || missing_apt+=(curl)
+# headless Chromium for the download server's browser test (chromedp)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing_apt+=(chromium)
 
 apt_install() {
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
