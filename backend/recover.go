@@ -222,12 +222,7 @@ func (m *Manager) recoverUnrecordedShim(e *entry) {
 	j := m.snapshot(e)
 	log := m.jobLogger(j)
 	dir := m.jobDir(j.ID)
-	groups := map[int]bool{}
-	for _, pid := range processesIn(filepath.Join(dir, dirWork)) {
-		if p, err := procStat(pid); err == nil && p.Pgrp > 1 && !p.dead() {
-			groups[p.Pgrp] = true
-		}
-	}
+	groups := groupsIn(filepath.Join(dir, dirWork))
 	for pgid := range groups {
 		if !isShimOf(pgid, filepath.Join(dir, fileExit)) {
 			continue
@@ -288,12 +283,7 @@ func (m *Manager) recoverUnrecordedShim(e *entry) {
 // directory of job e whose record could not be read: the job shows failed,
 // so nothing of it may go on publishing.
 func (m *Manager) stopUnreadable(e *entry) {
-	groups := map[int]bool{}
-	for _, pid := range processesIn(filepath.Join(e.dir, dirWork)) {
-		if p, err := procStat(pid); err == nil && p.Pgrp > 1 && !p.dead() {
-			groups[p.Pgrp] = true
-		}
-	}
+	groups := groupsIn(filepath.Join(e.dir, dirWork))
 	if len(groups) == 0 {
 		return
 	}
@@ -307,6 +297,18 @@ func (m *Manager) stopUnreadable(e *entry) {
 			}
 		}
 	}()
+}
+
+// groupsIn returns the process groups of the live processes whose working
+// directory is dir.
+func groupsIn(dir string) map[int]bool {
+	groups := map[int]bool{}
+	for _, pid := range processesIn(dir) {
+		if p, err := procStat(pid); err == nil && p.Pgrp > 1 && !p.dead() {
+			groups[p.Pgrp] = true
+		}
+	}
+	return groups
 }
 
 // isShimOf reports whether pid is the shim of the job whose exit file is
