@@ -189,5 +189,6 @@ func (m *Manager) env(j cloudupload.Job) []string {
 		"CLOUDUPLOAD_PACKAGE="+j.Package,
 		"CLOUDUPLOAD_USER="+j.User,
 		"CLOUDUPLOAD_FILENAME="+j.Filename,
+		"CLOUDUPLOAD_CLIENT="+j.Client,
 	)
 }

@@ -264,7 +264,11 @@ func upload(ctx context.Context, args []string, opts Options) int {
 	if ctx.Err() != nil {
 		return killed(log, resultPath, syscall.SIGTERM, start)
 	}
-	log.Printf("job %s: %s to %s for user %s", job.ID, jobName(job), target.Name(), user)
+	if client := opts.Getenv("CLOUDUPLOAD_CLIENT"); client != "" {
+		log.Printf("job %s: %s to %s for user %s, created by client %s", job.ID, jobName(job), target.Name(), user, client)
+	} else {
+		log.Printf("job %s: %s to %s for user %s", job.ID, jobName(job), target.Name(), user)
+	}
 	img, err := image.Open(imagePath, filename)
 	if err != nil {
 		return fail(ExitFailed, err)

@@ -240,6 +240,11 @@ func startProcess(b testing.TB, bin string, extra ...string) *serverProcess {
 // startProcessIn runs the server with its state (and uploader) in dir; extra
 // are more flags.
 func startProcessIn(b testing.TB, bin, dir string, extra ...string) *serverProcess {
+	return startProcessLogged(b, bin, dir, io.Discard, extra...)
+}
+
+// startProcessLogged is startProcessIn with the server's log copied to logw.
+func startProcessLogged(b testing.TB, bin, dir string, logw io.Writer, extra ...string) *serverProcess {
 	uploader := filepath.Join(dir, "uploader")
 	os.WriteFile(uploader, []byte(testUploader), 0o755)
 	pub, priv := testKeys()
@@ -255,7 +260,7 @@ func startProcessIn(b testing.TB, bin, dir string, extra ...string) *serverProce
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	go io.Copy(io.Discard, bufio.NewReader(stderr))
+	go io.Copy(logw, bufio.NewReader(stderr))
 	b.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Signal(os.Interrupt)

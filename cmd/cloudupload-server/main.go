@@ -10,7 +10,11 @@
 //	    [--max-uploads 4] [--max-uploads-per-user 2] [--kill-grace 30s]
 //	    [--retention 0] [--mirror NAME=DIR]... [--config FILE]
 //	    [--tls-cert FILE --tls-key FILE] [--token-file FILE]
+//	    [--clients FILE] [--private-reads]
 //	    [--pubkey FILE] [--privkey FILE] [--log-level info]
+//
+// SIGHUP re-reads the --clients file (a file that does not parse keeps the
+// previous one, and the log says why).
 package main
 
 import (

@@ -10,13 +10,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cloudupload/cloudupload/backend"
 	"github.com/cloudupload/cloudupload/backend/httpapi"
 	"github.com/cloudupload/cloudupload/backend/imagesource"
+	"github.com/cloudupload/cloudupload/internal/credfile"
 )
 
 // shutdownGrace bounds how long running requests (a streamed log, a PUT)
@@ -35,6 +38,8 @@ type Main struct {
 	server  *http.Server
 	ln      net.Listener
 	served  chan error
+	clients *credfile.Reloader // nil without --clients
+	stopHUP func()             // stops reloading the clients on SIGHUP
 }
 
 // NewMain returns a Main with the default configuration.
@@ -114,6 +119,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if c.ClientsFile != "" {
+		if m.clients, err = credfile.NewReloader(c.ClientsFile); err != nil {
+			return fmt.Errorf("clients: %w", err)
+		}
+		m.stopHUP = watchHUP(m.clients, log)
+	}
 	var env []string
 	if len(c.Mirrors) > 0 {
 		env = append(env, "CLOUDUPLOAD_MIRRORS="+strings.Join(c.Mirrors, ","))
@@ -125,7 +136,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	log.Info("starting", "state_dir", stateDir, "image_source", source, "uploader", uploader,
 		"max_uploads", c.MaxUploads, "max_uploads_per_user", c.MaxUploadsPerUser, "kill_grace", c.KillGrace,
 		"retention", retentionText(c.Retention), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
-		"token", token != "")
+		"token", token != "", "clients", clientCount(m.clients), "private_reads", c.PrivateReads)
 	start := time.Now()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
@@ -137,7 +148,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	log.Info("job store open", "jobs", len(m.manager.List(nil)), "took", time.Since(start).Round(time.Millisecond))
 
-	api, err := httpapi.New(httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log})
+	hc := httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log, PrivateReads: c.PrivateReads}
+	if m.clients != nil {
+		hc.Clients = m.clients
+	}
+	api, err := httpapi.New(hc)
 	if err != nil {
 		return err
 	}
@@ -166,8 +181,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.ln) }()
 	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String())
-	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
-		log.Warn("listening beyond loopback without --token-file: whoever reaches this address can create and kill jobs")
+	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" && m.clients == nil {
+		log.Warn("listening beyond loopback without --token-file or --clients: whoever reaches this address can create and kill jobs")
 	}
 	return nil
 }
@@ -200,6 +215,31 @@ func readToken(path string, log *slog.Logger) (string, error) {
 	return tok, nil
 }
 
+// watchHUP re-reads the clients file on every SIGHUP until the returned
+// function is called.
+func watchHUP(r *credfile.Reloader, log *slog.Logger) (stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Watch(ctx, sig, log)
+	}()
+	return func() {
+		signal.Stop(sig)
+		cancel()
+		<-done
+	}
+}
+
+func clientCount(r *credfile.Reloader) int {
+	if r == nil {
+		return 0
+	}
+	return len(r.Current().Entries)
+}
+
 // Addr is the address the server listens on (useful with port 0).
 func (m *Main) Addr() string {
 	if m.ln == nil {
@@ -227,6 +267,10 @@ func (m *Main) Close() error {
 		m.server = nil
 	} else if m.ln != nil {
 		m.ln.Close()
+	}
+	if m.stopHUP != nil {
+		m.stopHUP()
+		m.stopHUP = nil
 	}
 	if m.manager != nil {
 		errs = append(errs, m.manager.Close())
