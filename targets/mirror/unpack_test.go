@@ -479,3 +479,31 @@ func TestSIGTERMMidUnpackLeavesNothing(t *testing.T) {
 	}
 	assertNothingVisible(t, filepath.Join(tree, "s"))
 }
+
+// A sparse file would expand far beyond the archive: refused, whether GNU
+// tar wrote it as a GNU sparse entry or in the POSIX (pax) format.
+func TestUnpackRefusesSparseFile(t *testing.T) {
+	for _, format := range []string{"gnu", "posix"} {
+		t.Run(format, func(t *testing.T) {
+			dir := t.TempDir()
+			f, err := os.Create(filepath.Join(dir, "disk.img"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt([]byte("x"), 1000)
+			f.Truncate(64 << 20)
+			f.Close()
+			e := newEnv(t, nil)
+			e.job.Filename = "build.tar"
+			if out, err := exec.Command("tar", "--sparse", "--format="+format, "-C", dir, "-cf", e.image, "disk.img").CombinedOutput(); err != nil {
+				t.Fatalf("tar: %v\n%s", err, out)
+			}
+			_, err = e.upload(context.Background(), `{"tree":"demo","series":"s","build_id":"1","unpack":true}`)
+			if cloudupload.ErrorCode(err) != cloudupload.EINVALID || !strings.Contains(err.Error(), `entry "disk.img"`) {
+				t.Fatalf("err = %v, want EINVALID naming disk.img", err)
+			}
+			t.Logf("refused: %v", err)
+			assertNothingVisible(t, filepath.Join(e.tree, "s"))
+		})
+	}
+}
