@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,8 +19,6 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/cloudupload/cloudupload"
-	"github.com/cloudupload/cloudupload/internal/testutil"
-	"github.com/cloudupload/cloudupload/uploader"
 )
 
 // entry is one tar entry a test writes.
@@ -403,41 +400,8 @@ func TestUnpackBuildInfoFromData(t *testing.T) {
 // The uploader process killed with SIGTERM while it unpacks: it exits as
 // killed and the tree holds nothing of the publication.
 func TestSIGTERMMidUnpackLeavesNothing(t *testing.T) {
-	dir := t.TempDir()
-	tree := filepath.Join(dir, "tree")
-	os.Mkdir(tree, 0o755)
-	img := filepath.Join(dir, "build.tar")
-	os.WriteFile(img, nil, 0o644)
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(dir, "data.json")
-	os.WriteFile(data, []byte(`{"tree":"t","series":"s","build_id":"1","unpack":true,"links":["latest"]}`), 0o600)
-	result := filepath.Join(dir, "result")
-	log := &testutil.SyncBuffer{}
-	cmd := exec.Command(os.Args[0], "alice", "mirror", img, data, "build.tar", result)
-	cmd.Env = append(os.Environ(), "MIRROR_TEST_UPLOADER=1", "MIRROR_TEST_FIFO="+fifo, EnvMirrors+"=t="+tree, "CLOUDUPLOAD_JOB=7")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	opened := make(chan *os.File, 1)
-	go func() {
-		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-		if err == nil {
-			opened <- w
-		}
-	}()
-	var w *os.File
-	select {
-	case w = <-opened:
-	case err := <-exited:
-		t.Fatalf("uploader exited (%v) before reading the archive:\n%s", err, log.String())
-	}
-	defer w.Close()
+	tree := t.TempDir()
+	u := startFIFOUploader(t, tree, "build.tar", `{"tree":"t","series":"s","build_id":"1","unpack":true,"links":["latest"]}`)
 	// Some whole files, then a large one that never ends.
 	var head bytes.Buffer
 	tw := tar.NewWriter(&head)
@@ -447,8 +411,9 @@ func TestSIGTERMMidUnpackLeavesNothing(t *testing.T) {
 	}
 	tw.WriteHeader(&tar.Header{Name: "iso/big.iso", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 40})
 	tw.Flush()
-	w.Write(head.Bytes())
-	w.Write(make([]byte, 1<<20))
+	u.w.Write(head.Bytes())
+	u.w.Write(make([]byte, 1<<20))
+	// The unpack is under way: the large file exists in the staging directory.
 	waitFor(t, func() bool {
 		st := hidden(t, filepath.Join(tree, "s"), ".staging-")
 		if len(st) != 1 {
@@ -457,27 +422,7 @@ func TestSIGTERMMidUnpackLeavesNothing(t *testing.T) {
 		_, err := os.Stat(filepath.Join(tree, "s", st[0], "iso/big.iso"))
 		return err == nil
 	})
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			if _, err := w.Write(make([]byte, 1<<10)); err != nil {
-				return
-			}
-		}
-	}()
-	select {
-	case <-exited:
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("uploader still running a minute after SIGTERM:\n%s", log.String())
-	}
-	t.Logf("uploader log:\n%s", log.String())
-	if code := cmd.ProcessState.ExitCode(); code != uploader.ExitKilled {
-		t.Fatalf("exit %d, want %d", code, uploader.ExitKilled)
-	}
-	assertNothingVisible(t, filepath.Join(tree, "s"))
+	u.terminate(t, filepath.Join(tree, "s"))
 }
 
 // A sparse file would expand far beyond the archive: refused, whether GNU
