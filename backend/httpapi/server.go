@@ -481,12 +481,12 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case cloudupload.ENOTFOUND:
 		return http.StatusNotFound
+	case cloudupload.EFORBIDDEN:
+		return http.StatusForbidden
 	case cloudupload.ETOOLARGE:
 		return http.StatusRequestEntityTooLarge
 	case cloudupload.EUNAUTHORIZED:
 		return http.StatusUnauthorized
-	case cloudupload.EFORBIDDEN:
-		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }

@@ -124,6 +124,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("clients: %w", err)
 		}
 		m.stopHUP = watchHUP(m.clients, log)
+		log.Info("pushing clients", "file", c.ClientsFile, "clients", len(m.clients.Current().Entries), "private_reads", c.PrivateReads)
 	}
 	var env []string
 	if len(c.Mirrors) > 0 {
@@ -136,7 +137,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	log.Info("starting", "state_dir", stateDir, "image_source", source, "uploader", uploader,
 		"max_uploads", c.MaxUploads, "max_uploads_per_user", c.MaxUploadsPerUser, "kill_grace", c.KillGrace,
 		"retention", retentionText(c.Retention), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
-		"token", token != "", "clients", clientCount(m.clients), "private_reads", c.PrivateReads)
+		"token", token != "")
 	start := time.Now()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
@@ -231,13 +232,6 @@ func watchHUP(r *credfile.Reloader, log *slog.Logger) (stop func()) {
 		cancel()
 		<-done
 	}
-}
-
-func clientCount(r *credfile.Reloader) int {
-	if r == nil {
-		return 0
-	}
-	return len(r.Current().Entries)
 }
 
 // Addr is the address the server listens on (useful with port 0).
