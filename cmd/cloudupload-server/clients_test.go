@@ -234,3 +234,14 @@ func buildRootWithImage(t *testing.T) string {
 	os.WriteFile(img, []byte("image"), 0o644)
 	return root
 }
+
+func TestPrivateReadsNeedsACredential(t *testing.T) {
+	m := NewMain()
+	m.Stderr = io.Discard
+	if err := m.ParseFlags([]string{"--private-reads"}); err == nil || !strings.Contains(err.Error(), "--private-reads needs --token-file or --clients") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := m.ParseFlags([]string{"--private-reads", "--clients", "/nonexistent"}); err != nil {
+		t.Fatalf("with --clients: %v", err) // the file is read by Run
+	}
+}

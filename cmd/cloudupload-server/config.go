@@ -185,6 +185,8 @@ func (c *Config) check() error {
 		return errors.New("give --build-root or --repserver, not both")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("--tls-cert and --tls-key go together")
+	case c.PrivateReads && c.TokenFile == "" && c.ClientsFile == "":
+		return errors.New("--private-reads needs --token-file or --clients: there is no credential to ask for")
 	case c.MaxUploads < 1:
 		return errors.New("--max-uploads must be at least 1")
 	case c.MaxUploadsPerUser < 1:
