@@ -88,7 +88,14 @@ func PublishArchive(ctx context.Context, o *Options, r io.Reader, name string, l
 			u.infos[""] = bi
 		}
 		u.warnUnmatched()
-		return &staged{sums: u.sums, rel: o.Area, size: u.written, dirs: u.dirs}, nil
+		// Under the lock, a build published meanwhile may hold some of the
+		// copies: dedup them again (they are on disk: this only saves space).
+		again := func(prev *dedupIndex) {
+			for _, c := range u.copies {
+				prev.link(c.path, c.sum, c.size, nil)
+			}
+		}
+		return &staged{sums: u.sums, rel: o.Area, size: u.written, dirs: u.dirs, again: again}, nil
 	})
 }
 
@@ -113,12 +120,19 @@ type unpacker struct {
 	sums    map[string][32]byte             // MANIFEST: build path → sha256
 	infos   map[string]*buildinfo.BuildInfo // archive directory → its BUILD-INFO.txt
 	dirs    []string                        // directories made, to fsync
-	unsync  []string                        // files written and not deduped, to fsync
+	copies  []copied                        // files written and not deduped, to fsync
 	written int64                           // bytes of regular files
 	files   int
 	links   int
 	deduped int
 	buf     []byte
+}
+
+// copied is a file written from the archive, not (yet) deduped.
+type copied struct {
+	path string
+	sum  [32]byte
+	size int64
 }
 
 // countingReader counts the bytes of the (decompressed) archive read so far.
@@ -413,7 +427,7 @@ func (u *unpacker) file(h *tar.Header, tr *tar.Reader, rel, dst string) error {
 	if u.prev.link(dst, sum, n, nil) {
 		u.deduped++
 	} else {
-		u.unsync = append(u.unsync, dst)
+		u.copies = append(u.copies, copied{dst, sum, n})
 	}
 	return nil
 }
@@ -498,8 +512,8 @@ func (u *unpacker) syncFiles() error {
 			}
 		}()
 	}
-	for _, p := range u.unsync {
-		work <- p
+	for _, c := range u.copies {
+		work <- c.path
 	}
 	close(work)
 	wg.Wait()

@@ -452,3 +452,50 @@ func TestUnpackRefusesSparseFile(t *testing.T) {
 		})
 	}
 }
+
+// onEOF calls hook once, the first time r ends.
+type onEOF struct {
+	r    io.Reader
+	hook func()
+}
+
+func (o *onEOF) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	if err == io.EOF && o.hook != nil {
+		o.hook()
+		o.hook = nil
+	}
+	return n, err
+}
+
+// A build published while an archive is being unpacked (before the series
+// lock is taken) is used for dedup once the lock is held.
+func TestUnpackDedupsAgainstABuildPublishedMeanwhile(t *testing.T) {
+	e := newEnv(t, nil)
+	e.job.Filename = "b.tar"
+	files := []entry{file("RPMS/a.rpm", strings.Repeat("a", 100000)), file("logs/build.log", "log")}
+	archive := makeTar(t, files...)
+	opts := func(id string) *Options {
+		o, err := ParseOptions(e.job, []byte(`{"tree":"demo","series":"s","unpack":true,"build_id":"`+id+`"}`), e.getenv, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	r := &onEOF{r: bytes.NewReader(archive), hook: func() {
+		if _, err := PublishArchive(context.Background(), opts("1"), bytes.NewReader(archive), "b.tar", nil); err != nil {
+			t.Error(err)
+		}
+	}}
+	if _, err := PublishArchive(context.Background(), opts("2"), r, "b.tar", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		a, _ := os.Stat(filepath.Join(e.tree, "s/1", f.name))
+		b, _ := os.Stat(filepath.Join(e.tree, "s/2", f.name))
+		if a == nil || b == nil || !os.SameFile(a, b) {
+			t.Errorf("%s of build 2 is not hard-linked to build 1's", f.name)
+		}
+	}
+	sha256sumCheck(t, filepath.Join(e.tree, "s/2"))
+}
