@@ -394,7 +394,7 @@ func describe(img targets.Image) string {
 	if f := img.Format(); f != "" {
 		fmt.Fprintf(&b, "format %s", f)
 	} else {
-		b.WriteString("not a disk image, published as is")
+		b.WriteString("not a disk image") // the target decides: copied as is, or unpacked (mirror "unpack")
 	}
 	if st, err := os.Stat(img.Path()); err == nil {
 		fmt.Fprintf(&b, ", file %s", targets.MiB(st.Size()))
