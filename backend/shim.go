@@ -164,7 +164,7 @@ func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
 			filepath.Join(dir, fileData), j.Filename, filepath.Join(dir, fileResult),
 		},
 		Dir:         work,
-		Env:         m.env(j),
+		Env:         append(m.env(j), "CLOUDUPLOAD_CLIENT="+j.Client),
 		Stdout:      log,
 		Stderr:      log,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
@@ -189,6 +189,5 @@ func (m *Manager) env(j cloudupload.Job) []string {
 		"CLOUDUPLOAD_PACKAGE="+j.Package,
 		"CLOUDUPLOAD_USER="+j.User,
 		"CLOUDUPLOAD_FILENAME="+j.Filename,
-		"CLOUDUPLOAD_CLIENT="+j.Client,
 	)
 }

@@ -85,11 +85,11 @@ type Server struct {
 	poll    time.Duration
 	log     *slog.Logger
 
-	clients      Clients // nil without --clients
-	privateReads bool
-
 	stopOnce sync.Once
 	stopping chan struct{} // closed by StopStreams
+
+	clients      Clients // nil without --clients
+	privateReads bool
 }
 
 // New returns the API handler. It fails when PublicKey is set but is not a
@@ -392,11 +392,11 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, errNoSuchJob)
 		return
 	}
-	if err := checkParams(r.URL.RawQuery); err != nil {
+	if err := s.mayChange(r, id); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.mayChange(r, id); err != nil {
+	if err := checkParams(r.URL.RawQuery); err != nil {
 		s.fail(w, r, err)
 		return
 	}

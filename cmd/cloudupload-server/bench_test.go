@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudupload/cloudupload/internal/testutil"
 )
 
 // The benchmarks run the daemon over loopback HTTP, as a frontend or a
@@ -222,6 +224,7 @@ func diskBaseline(b *testing.B, dir string, size int64) time.Duration {
 type serverProcess struct {
 	cmd *exec.Cmd
 	url string
+	log *testutil.SyncBuffer // its standard error
 }
 
 func buildServer(b testing.TB) string {
@@ -240,11 +243,6 @@ func startProcess(b testing.TB, bin string, extra ...string) *serverProcess {
 // startProcessIn runs the server with its state (and uploader) in dir; extra
 // are more flags.
 func startProcessIn(b testing.TB, bin, dir string, extra ...string) *serverProcess {
-	return startProcessLogged(b, bin, dir, io.Discard, extra...)
-}
-
-// startProcessLogged is startProcessIn with the server's log copied to logw.
-func startProcessLogged(b testing.TB, bin, dir string, logw io.Writer, extra ...string) *serverProcess {
 	uploader := filepath.Join(dir, "uploader")
 	os.WriteFile(uploader, []byte(testUploader), 0o755)
 	pub, priv := testKeys()
@@ -260,14 +258,15 @@ func startProcessLogged(b testing.TB, bin, dir string, logw io.Writer, extra ...
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	go io.Copy(logw, bufio.NewReader(stderr))
+	log := &testutil.SyncBuffer{}
+	go io.Copy(log, bufio.NewReader(stderr))
 	b.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Signal(os.Interrupt)
 			cmd.Wait()
 		}
 	})
-	p := &serverProcess{cmd: cmd, url: "http://" + addr}
+	p := &serverProcess{cmd: cmd, url: "http://" + addr, log: log}
 	for i := 0; ; i++ {
 		if resp, err := http.Get(p.url + "/"); err == nil {
 			resp.Body.Close()

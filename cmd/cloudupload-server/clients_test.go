@@ -21,7 +21,6 @@ type clientsServer struct {
 	t       *testing.T
 	p       *serverProcess
 	clients string // the clients file
-	log     *testutil.SyncBuffer
 }
 
 const (
@@ -33,14 +32,14 @@ const (
 func startClients(t *testing.T, extra ...string) *clientsServer {
 	bin := buildServer(t)
 	dir := t.TempDir()
-	s := &clientsServer{t: t, clients: filepath.Join(dir, "clients"), log: &testutil.SyncBuffer{}}
+	s := &clientsServer{t: t, clients: filepath.Join(dir, "clients")}
 	s.write("# pushing clients\n" +
 		"ci-kernel  sha256=" + credfile.HashToken(kernelToken) + "  target=mirror  tree=snapshots  series=kernel-hwpacks,android  user=ci\n" +
 		"ops        sha256=" + credfile.HashToken(opsToken) + "\n")
 	token := filepath.Join(dir, "token")
 	os.WriteFile(token, []byte(sharedToken+"\n"), 0o600)
 	args := append([]string{"--clients", s.clients, "--token-file", token, "--log-level", "info"}, extra...)
-	s.p = startProcessLogged(t, bin, dir, s.log, args...)
+	s.p = startProcessIn(t, bin, dir, args...)
 	return s
 }
 
@@ -104,8 +103,8 @@ func TestClientsAllowed(t *testing.T) {
 			t.Errorf("stored job lost its client:\n%s", again)
 		}
 	}
-	if !strings.Contains(s.log.String(), "client=ci-kernel") {
-		t.Errorf("daemon log does not name the client:\n%s", s.log.String())
+	if !strings.Contains(s.p.log.String(), "client=ci-kernel") {
+		t.Errorf("daemon log does not name the client:\n%s", s.p.log.String())
 	}
 	// An unrestricted client and the shared token may publish anywhere.
 	if status, doc := s.create(opsToken, "alice", "test", "instant"); status != "200 OK" || jobField(t, doc, "client") != "ops" {
@@ -116,7 +115,7 @@ func TestClientsAllowed(t *testing.T) {
 		t.Errorf("shared token: %s %s", status, doc)
 	}
 	for _, tok := range []string{kernelToken, opsToken, sharedToken} {
-		if strings.Contains(s.log.String(), tok) {
+		if strings.Contains(s.p.log.String(), tok) {
 			t.Errorf("a token appears in the daemon's log")
 		}
 	}
@@ -186,7 +185,7 @@ func TestClientsReloadOnSIGHUP(t *testing.T) {
 	if err := s.p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, s.log, "credential file reloaded")
+	waitLog(t, s.p.log, "credential file reloaded")
 	if status, _ := s.do("GET", "/cloudupload", "", ""); status != "200 OK" {
 		t.Fatalf("server down after SIGHUP: %s", status)
 	}
@@ -203,9 +202,9 @@ func TestClientsReloadOnSIGHUP(t *testing.T) {
 
 	s.write("broken line without a hash\n")
 	s.p.cmd.Process.Signal(syscall.SIGHUP)
-	waitLog(t, s.log, "keeping the previous one")
-	if !strings.Contains(s.log.String(), "clients:1:") {
-		t.Errorf("the log does not say where the file is wrong:\n%s", s.log.String())
+	waitLog(t, s.p.log, "keeping the previous one")
+	if !strings.Contains(s.p.log.String(), "clients:1:") {
+		t.Errorf("the log does not say where the file is wrong:\n%s", s.p.log.String())
 	}
 	if status, _ := s.create(newToken, "alice", "mirror", "{}"); status != "403 client new may not publish to target mirror" {
 		t.Errorf("after a bad reload the previous clients must stay: %s", status)
