@@ -6,12 +6,12 @@
 set -euo pipefail
 
 missing_apt=()
+command -v tar >/dev/null || missing_apt+=(tar) # GNU tar: sparse archives in targets/mirror tests
 command -v xz >/dev/null || missing_apt+=(xz-utils)
 command -v zstd >/dev/null || missing_apt+=(zstd)
 command -v gzip >/dev/null || missing_apt+=(gzip)
 command -v sha256sum >/dev/null || missing_apt+=(coreutils)
 command -v curl >/dev/null || missing_apt+=(curl)
-command -v tar >/dev/null || missing_apt+=(tar) # GNU tar: sparse archives in targets/mirror tests
 
 apt_install() {
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -2,6 +2,8 @@
 // cloud upload API (backend/httpapi) over the job manager (backend), which
 // keeps the jobs under --state-dir and runs one uploader process per job.
 // This file only wires: flags and config file → backend.Config → HTTP.
+// SIGHUP re-reads the --clients file (a file that does not parse keeps the
+// previous one, and the log says why).
 //
 // Usage:
 //
@@ -12,9 +14,6 @@
 //	    [--tls-cert FILE --tls-key FILE] [--token-file FILE]
 //	    [--clients FILE] [--private-reads]
 //	    [--pubkey FILE] [--privkey FILE] [--log-level info]
-//
-// SIGHUP re-reads the --clients file (a file that does not parse keeps the
-// previous one, and the log says why).
 package main
 
 import (

@@ -10,16 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cloudupload/cloudupload/backend"
 	"github.com/cloudupload/cloudupload/backend/httpapi"
 	"github.com/cloudupload/cloudupload/backend/imagesource"
-	"github.com/cloudupload/cloudupload/internal/credfile"
 )
 
 // shutdownGrace bounds how long running requests (a streamed log, a PUT)
@@ -38,8 +35,7 @@ type Main struct {
 	server  *http.Server
 	ln      net.Listener
 	served  chan error
-	clients *credfile.Reloader // nil without --clients
-	stopHUP func()             // stops reloading the clients on SIGHUP
+	clients *pushClients // nil without --clients
 }
 
 // NewMain returns a Main with the default configuration.
@@ -120,10 +116,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}
 	if c.ClientsFile != "" {
-		if m.clients, err = credfile.NewReloader(c.ClientsFile); err != nil {
-			return fmt.Errorf("clients: %w", err)
+		if m.clients, err = loadClients(c.ClientsFile, log); err != nil {
+			return err
 		}
-		m.stopHUP = watchHUP(m.clients, log)
 		log.Info("pushing clients", "file", c.ClientsFile, "clients", len(m.clients.Current().Entries), "private_reads", c.PrivateReads)
 	}
 	var env []string
@@ -216,24 +211,6 @@ func readToken(path string, log *slog.Logger) (string, error) {
 	return tok, nil
 }
 
-// watchHUP re-reads the clients file on every SIGHUP until the returned
-// function is called.
-func watchHUP(r *credfile.Reloader, log *slog.Logger) (stop func()) {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGHUP)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.Watch(ctx, sig, log)
-	}()
-	return func() {
-		signal.Stop(sig)
-		cancel()
-		<-done
-	}
-}
-
 // Addr is the address the server listens on (useful with port 0).
 func (m *Main) Addr() string {
 	if m.ln == nil {
@@ -262,9 +239,9 @@ func (m *Main) Close() error {
 	} else if m.ln != nil {
 		m.ln.Close()
 	}
-	if m.stopHUP != nil {
-		m.stopHUP()
-		m.stopHUP = nil
+	if m.clients != nil {
+		m.clients.Close()
+		m.clients = nil
 	}
 	if m.manager != nil {
 		errs = append(errs, m.manager.Close())
