@@ -9,6 +9,7 @@ import (
 const (
 	EINVALID      = "invalid"      // bad input: 400
 	ENOTFOUND     = "not found"    // 404
+	EFORBIDDEN    = "forbidden"    // a known client asking beyond its scope: 403
 	ECONFLICT     = "conflict"     // operation not allowed in the job's state: 400 (as OBS)
 	ETOOLARGE     = "too large"    // body over its limit: 413
 	EUNAUTHORIZED = "unauthorized" // missing or wrong bearer token: 401

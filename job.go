@@ -85,8 +85,9 @@ type Job struct {
 	Package    string `json:"package"`
 	Arch       string `json:"arch"`
 	Filename   string `json:"filename"`
-	Size       int64  `json:"size"` // image size in bytes, 0 when unknown
-	Pid        int    `json:"pid"`  // supervising process while receiving/uploading, 0 otherwise
+	Size       int64  `json:"size"`             // image size in bytes, 0 when unknown
+	Pid        int    `json:"pid"`              // supervising process while receiving/uploading, 0 otherwise
+	Client     string `json:"client,omitempty"` // the --clients entry that created the job, "" for the shared token or none; shown after OBS's elements
 
 	Origin   Origin `json:"origin"`
 	PidStart uint64 `json:"pid_start"` // start time of Pid in clock ticks since boot (/proc/<pid>/stat field 22), to tell a recycled pid

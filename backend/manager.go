@@ -433,6 +433,7 @@ func (m *Manager) Create(ctx context.Context, job cloudupload.Job, data []byte) 
 		ID: id, State: cloudupload.StateCreated, Details: detailsCreated, Created: now, Updated: now,
 		User: job.User, Target: job.Target, Project: job.Project, Repository: job.Repository,
 		Package: job.Package, Arch: job.Arch, Filename: job.Filename, Size: job.Size, Origin: job.Origin,
+		Client: job.Client,
 	}
 	dir := m.jobDir(id)
 	err = os.Mkdir(dir, 0o750)
@@ -462,7 +463,7 @@ func (m *Manager) Create(ctx context.Context, job cloudupload.Job, data []byte) 
 	}
 	m.mu.Unlock()
 	m.jobLogger(j).Info("job created", "project", j.Project, "repository", j.Repository,
-		"arch", j.Arch, "package", j.Package, "filename", j.Filename, "origin", string(j.Origin))
+		"arch", j.Arch, "package", j.Package, "filename", j.Filename, "origin", string(j.Origin), "client", j.Client)
 	if j.Origin == cloudupload.OriginFetch {
 		m.goFetch(e)
 	}

@@ -206,7 +206,7 @@ func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
 			filepath.Join(dir, fileData), j.Filename, filepath.Join(dir, fileResult),
 		},
 		Dir:         work,
-		Env:         m.env(j),
+		Env:         append(m.env(j), "CLOUDUPLOAD_CLIENT="+j.Client),
 		Stdout:      log,
 		Stderr:      log,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},

@@ -6,6 +6,7 @@
 set -euo pipefail
 
 missing_apt=()
+command -v tar >/dev/null || missing_apt+=(tar) # GNU tar: sparse archives in targets/mirror tests
 command -v xz >/dev/null || missing_apt+=(xz-utils)
 command -v zstd >/dev/null || missing_apt+=(zstd)
 command -v gzip >/dev/null || missing_apt+=(gzip)

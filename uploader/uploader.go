@@ -328,7 +328,11 @@ func upload(ctx context.Context, args []string, opts Options) int {
 	if ctx.Err() != nil {
 		return killed(log, resultPath, syscall.SIGTERM, start)
 	}
-	log.Printf("job %s: %s to %s for user %s", job.ID, jobName(job), target.Name(), user)
+	if client := opts.Getenv("CLOUDUPLOAD_CLIENT"); client != "" {
+		log.Printf("job %s: %s to %s for user %s, created by client %s", job.ID, jobName(job), target.Name(), user, client)
+	} else {
+		log.Printf("job %s: %s to %s for user %s", job.ID, jobName(job), target.Name(), user)
+	}
 	img, err := image.Open(imagePath, filename)
 	if err != nil {
 		return fail(ExitFailed, err)
@@ -455,7 +459,7 @@ func describe(img targets.Image) string {
 	if f := img.Format(); f != "" {
 		fmt.Fprintf(&b, "format %s", f)
 	} else {
-		b.WriteString("not a disk image, published as is")
+		b.WriteString("not a disk image") // the target decides: copied as is, or unpacked (mirror "unpack")
 	}
 	if st, err := os.Stat(img.Path()); err == nil {
 		fmt.Fprintf(&b, ", file %s", targets.MiB(st.Size()))

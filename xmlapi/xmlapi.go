@@ -41,6 +41,9 @@ func jobElement(j *cloudupload.Job) *etree.Element {
 	text("filename", j.Filename)
 	num("size", j.Size)
 	num("pid", int64(j.Pid))
+	// Not OBS's: the client (--clients) that created the job, after all of
+	// OBS's elements so that OBS's parsers are not disturbed.
+	text("client", j.Client)
 	return e
 }
 

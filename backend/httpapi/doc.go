@@ -5,6 +5,14 @@
 // translates: requests become calls on a Manager (backend.Manager), and its
 // results and errors become OBS's XML documents (package xmlapi).
 //
+// Credentials: with Config.Token (--token-file) every POST and PUT needs
+// that bearer token, unrestricted. With Config.Clients (--clients) a POST
+// or PUT may instead carry a client's token; the client's scope (target,
+// user, and the mirror target data's tree and series, the only target
+// fields the daemon reads) is checked before the job is created, a refusal
+// answers 403 naming what was refused, and the job records the client
+// (Job.Client). A client PUTs and kills only its own jobs. See clients.go.
+//
 // Errors are answered as OBS did: the HTTP status line carries the
 // person-readable summary ("404 no such job"), the body is a <status>
 // document, and internal errors show only "internal error" (the real cause

@@ -68,8 +68,16 @@ func formCost(n int64) int64       { return 2*n + 4<<10 }
 type Config struct {
 	Manager Manager // required
 	// Token, when not empty, is the bearer token every POST and PUT must
-	// carry (Authorization: Bearer <token>); GETs stay open.
+	// carry (Authorization: Bearer <token>); GETs stay open. Its holder is
+	// not limited by scope.
 	Token string
+	// Clients, when not nil, are the pushing clients (--clients): a POST or
+	// PUT with a client's token is served within the client's scope (see
+	// clients.go), and the job records the client. Token keeps working
+	// beside it.
+	Clients Clients
+	// PrivateReads makes GET and HEAD require the token or a client too.
+	PrivateReads bool
 	// PublicKey is the PEM public key served at /cloudupload/_pubkey; empty
 	// answers 404 there.
 	PublicKey []byte
@@ -102,13 +110,16 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by StopStreams
+
+	clients      Clients // nil without --clients
+	privateReads bool
 }
 
 // New returns the API handler. It fails when PublicKey is set but is not a
 // PEM public key.
 func New(cfg Config) (*Server, error) {
 	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), pubkey: cfg.PublicKey, poll: cfg.LogPoll, log: cfg.Logger,
-		stopping: make(chan struct{})}
+		stopping: make(chan struct{}), clients: cfg.Clients, privateReads: cfg.PrivateReads}
 	if s.poll <= 0 {
 		s.poll = 200 * time.Millisecond
 	}
@@ -182,7 +193,8 @@ func (s *Server) StopStreams() {
 
 // ServeHTTP routes a request as OBS's upload server did.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && !s.authorized(r) {
+	r, ok := s.withCaller(r)
+	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cloudupload"`)
 		s.fail(w, r, cloudupload.Errorf(cloudupload.EUNAUTHORIZED, "authorization required"))
 		return
@@ -356,6 +368,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err == nil {
+		job.Client, err = s.scope(r, job, data)
+	}
+	if err == nil {
 		job, err = s.m.Create(r.Context(), job, data)
 	}
 	release()
@@ -403,6 +418,10 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, name string) {
 	id, ok := ParseID(name)
 	if !ok {
 		s.fail(w, r, errNoSuchJob)
+		return
+	}
+	if err := s.mayChange(r, id); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if err := checkParams(r.URL.RawQuery); err != nil {
@@ -486,6 +505,10 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.mayChange(r, id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.m.Kill(r.Context(), id); err != nil {
 		s.fail(w, r, err)
 		return
@@ -507,6 +530,8 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case cloudupload.ENOTFOUND:
 		return http.StatusNotFound
+	case cloudupload.EFORBIDDEN:
+		return http.StatusForbidden
 	case cloudupload.ETOOLARGE:
 		return http.StatusRequestEntityTooLarge
 	case cloudupload.EUNAUTHORIZED:

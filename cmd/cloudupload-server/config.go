@@ -37,6 +37,8 @@ type Config struct {
 	ConfigFile        string
 	TLSCert, TLSKey   string
 	TokenFile         string
+	ClientsFile       string
+	PrivateReads      bool
 	PubKey, PrivKey   string
 	LogLevel          string
 	MaxConnections    int
@@ -121,6 +123,8 @@ func (c *Config) flagSet() *flag.FlagSet {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate `FILE` (PEM); with --tls-key, serve HTTPS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS private key `FILE` (PEM)")
 	fs.StringVar(&c.TokenFile, "token-file", "", "`FILE` holding the bearer token POST and PUT requests must carry")
+	fs.StringVar(&c.ClientsFile, "clients", "", "`FILE` of pushing clients, one a line: NAME sha256=<hex of its token> [target=,tree=,series=,user= lists]; re-read on SIGHUP")
+	fs.BoolVar(&c.PrivateReads, "private-reads", false, "GET requests need the token or a client too (default: reads are open)")
 	fs.StringVar(&c.PubKey, "pubkey", "", "public key `FILE` (PEM) served at /cloudupload/_pubkey (default: generated in the state dir)")
 	fs.StringVar(&c.PrivKey, "privkey", "", "private key `FILE` (PEM) given to uploaders to decrypt secrets (default: generated in the state dir)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -220,6 +224,8 @@ func (c *Config) check() error {
 		return errors.New("give --build-root or --repserver, not both")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("--tls-cert and --tls-key go together")
+	case c.PrivateReads && c.TokenFile == "" && c.ClientsFile == "":
+		return errors.New("--private-reads needs --token-file or --clients: there is no credential to ask for")
 	case c.MaxUploads < 1:
 		return errors.New("--max-uploads must be at least 1")
 	case c.MaxUploadsPerUser < 1:

@@ -2,6 +2,8 @@
 // cloud upload API (backend/httpapi) over the job manager (backend), which
 // keeps the jobs under --state-dir and runs one uploader process per job.
 // This file only wires: flags and config file → backend.Config → HTTP.
+// SIGHUP re-reads the --clients file (a file that does not parse keeps the
+// previous one, and the log says why).
 //
 // Usage:
 //
@@ -10,6 +12,7 @@
 //	    [--max-uploads 4] [--max-uploads-per-user 2] [--kill-grace 30s]
 //	    [--retention 0] [--mirror NAME=DIR]... [--config FILE]
 //	    [--tls-cert FILE --tls-key FILE] [--token-file FILE]
+//	    [--clients FILE] [--private-reads]
 //	    [--pubkey FILE] [--privkey FILE] [--log-level info]
 //	    [--max-connections 512] [--memory-limit 40]
 //

@@ -57,7 +57,7 @@ if [ "$1" = validate ]; then
 	esac
 fi
 user=$1 target=$2 image=$3 data=$4 filename=$5 result=$6
-echo "uploading $filename for $user to $target"
+echo "uploading $filename for $user to $target${CLOUDUPLOAD_CLIENT:+ (client $CLOUDUPLOAD_CLIENT)}"
 case "$(cat "$data")" in
 instant) wc -c <"$image" | tr -d ' ' >"$result"; exit 0 ;;
 fail) echo "the cloud said no" >"$result"; exit 1 ;;

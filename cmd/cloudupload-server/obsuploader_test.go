@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // obsUploader has OBS's clouduploader argv and nothing else: any other
@@ -40,7 +39,7 @@ func TestOBSUploader(t *testing.T) {
 	os.MkdirAll(filepath.Dir(img), 0o755)
 	os.WriteFile(img, []byte("1234567"), 0o644)
 	p := startProcessIn(t, bin, dir, "--uploader", script, "--build-root", build, "--log-level", "info")
-	waitLog(t, p, "the uploader has OBS's argv only")
+	waitLog(t, p.log, "the uploader has OBS's argv only")
 
 	create := func(data string) string {
 		t.Helper()
@@ -85,8 +84,8 @@ func TestOBSUploader(t *testing.T) {
 func TestOwnUploaderProbed(t *testing.T) {
 	bin := buildServer(t)
 	p := startProcessIn(t, bin, t.TempDir(), "--log-level", "info")
-	waitLog(t, p, "the uploader speaks this server's protocol")
-	waitLog(t, p, "msg=listening")
+	waitLog(t, p.log, "the uploader speaks this server's protocol")
+	waitLog(t, p.log, "msg=listening")
 	if n := strings.Count(p.log.String(), `msg="job store open`); n != 1 {
 		t.Errorf("%d lines say the job store is open:\n%s", n, p.log.String())
 	}
@@ -97,15 +96,6 @@ func TestOwnUploaderProbed(t *testing.T) {
 	readAll(resp.Body)
 	if resp.Status != `400 target "nope" is not known` {
 		t.Errorf("create with an unknown target: %s", resp.Status)
-	}
-}
-
-func waitLog(t *testing.T, p *serverProcess, want string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.log.String(), want); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not log %q:\n%s", want, p.log.String())
-		}
 	}
 }
 

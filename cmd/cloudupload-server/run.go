@@ -46,6 +46,7 @@ type Main struct {
 	server  *http.Server
 	ln      net.Listener
 	served  chan error
+	clients *pushClients // nil without --clients
 }
 
 // NewMain returns a Main with the default configuration.
@@ -130,6 +131,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if c.ClientsFile != "" {
+		if m.clients, err = loadClients(c.ClientsFile, log); err != nil {
+			return err
+		}
+		log.Info("pushing clients", "file", c.ClientsFile, "clients", len(m.clients.Current().Entries), "private_reads", c.PrivateReads)
+	}
 	var env []string
 	if len(c.Mirrors) > 0 {
 		env = append(env, "CLOUDUPLOAD_MIRRORS="+strings.Join(c.Mirrors, ","))
@@ -166,7 +173,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	api, err := httpapi.New(httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log})
+	hc := httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log, PrivateReads: c.PrivateReads}
+	if m.clients != nil {
+		hc.Clients = m.clients
+	}
+	api, err := httpapi.New(hc)
 	if err != nil {
 		return err
 	}
@@ -196,8 +207,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.ln) }()
 	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String(), "startup", time.Since(start).Round(time.Millisecond))
-	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
-		log.Warn("listening beyond loopback without --token-file: whoever reaches this address can create and kill jobs")
+	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" && m.clients == nil {
+		log.Warn("listening beyond loopback without --token-file or --clients: whoever reaches this address can create and kill jobs")
 	}
 	return nil
 }
@@ -257,6 +268,10 @@ func (m *Main) Close() error {
 		m.server = nil
 	} else if m.ln != nil {
 		m.ln.Close()
+	}
+	if m.clients != nil {
+		m.clients.Close()
+		m.clients = nil
 	}
 	if m.manager != nil {
 		errs = append(errs, m.manager.Close())
