@@ -69,3 +69,36 @@ func SyncDir(dir string) error {
 func IsTemp(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.Contains(name, TempMarker)
 }
+
+// Replace replaces path with data as WriteFile does but without syncing:
+// a reader sees the old content or the new one, never a mix, but a crash may
+// lose the write. It is for small advisory files rewritten often (an
+// uploader's progress), where an fsync per write would cost more than the
+// information is worth.
+func Replace(path string, data []byte, perm os.FileMode) (err error) {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+name+TempMarker+"*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -178,7 +178,7 @@ func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64
 		r = rc
 	}
 	h := sha256.New()
-	p := u.log.Progress("checksum", max(o.size, 0))
+	p := u.log.Pass("checksum", max(o.size, 0))
 	buf := make([]byte, hashBuffer)
 	var n int64
 	for {
