@@ -77,7 +77,6 @@ func (l *Log) report(done, total int64, force bool) {
 	}
 }
 
-
 // NewLog returns a Log writing to w.
 func NewLog(w io.Writer) *Log { return &Log{w: w, now: time.Now} }
 
