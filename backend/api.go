@@ -24,6 +24,8 @@ type Config struct {
 	// such jobs cannot be created.
 	Fetcher Fetcher
 	Logger  *slog.Logger // default slog.Default()
+	// Observer is told when jobs end, for metrics; nil tells no one.
+	Observer Observer
 }
 
 // Fetcher copies a job's image from where builds live (a build root or a

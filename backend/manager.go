@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -70,6 +71,9 @@ type Manager struct {
 
 	idMu   sync.Mutex
 	nextID int64
+
+	received atomic.Int64 // bytes of images received, for metrics (progress.go)
+	uploaded atomic.Int64 // bytes uploaded by jobs that ended, for metrics
 }
 
 // entry is one job in memory.
@@ -88,6 +92,8 @@ type entry struct {
 	pgid       int                // the uploader's process group (its shim's pid), 0 if none
 
 	killOnce sync.Once
+
+	progress progress // live transfer figures (progress.go)
 }
 
 // Open loads the jobs under cfg.StateDir (creating it if missing), recovers
@@ -244,13 +250,13 @@ func (m *Manager) Get(id int64) (cloudupload.Job, error) {
 	if err != nil {
 		return cloudupload.Job{}, err
 	}
-	return m.snapshot(e), nil
+	return m.withProgress(e, m.snapshot(e)), nil
 }
 
-// List returns the jobs with the given ids in the order asked, skipping
+// listJobs returns the jobs with the given ids in the order asked, skipping
 // unknown ids; ids nil returns every job in ascending id order. It does not
-// touch the disk.
-func (m *Manager) List(ids []int64) []cloudupload.Job {
+// touch the disk. List (progress.go) adds the live transfer figures.
+func (m *Manager) listJobs(ids []int64) []cloudupload.Job {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if ids == nil {
@@ -494,9 +500,13 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 	now := time.Now().Unix()
 	j.Updated = now
 	final := j.State.Final()
+	old := m.snapshot(e)
 	if final {
 		j.Finished = now
 		j.Pid, j.PidStart = 0, 0
+		if !old.State.Final() {
+			m.finalProgress(e, &old, &j)
+		}
 	}
 	if err := m.writeJob(m.jobDir(j.ID), j); err != nil {
 		return fmt.Errorf("write job %d: %w", j.ID, err)
@@ -511,9 +521,13 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 	e.job = j
 	if final {
 		delete(m.active, j.ID)
+		if prev.State == cloudupload.StateUploading {
+			m.uploaded.Add(j.BytesDone) // see Stats
+		}
 	}
 	m.mu.Unlock()
 	if final && !prev.State.Final() {
+		m.finished(prev, j)
 		close(e.done)
 		args := []any{"state", string(j.State), "details", firstLine(j.Details, 200),
 			"duration", (time.Duration(now-j.Created) * time.Second).String()}
@@ -604,6 +618,8 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	if err != nil {
 		return err
 	}
+	e.progress.begin(cloudupload.StateReceiving, time.Now())
+	body = &countingReader{m: m, e: e, r: body}
 	expect := size
 	if expect < 0 && j.Size > 0 {
 		expect = j.Size
@@ -777,7 +793,10 @@ func (m *Manager) fetch(e *entry) {
 		return
 	}
 	start := time.Now()
+	e.progress.begin(cloudupload.StateReceiving, start)
+	before := m.imageSize(j.ID)
 	size, err := m.fetchImage(ctx, j)
+	m.received.Add(max(0, m.imageSize(j.ID)-before))
 	m.endReceive(e, size, time.Since(start), err)
 }
 

@@ -146,7 +146,7 @@ func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
 	if err := os.Mkdir(work, 0o750); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{fileExit, fileResult} {
+	for _, name := range []string{fileExit, fileResult, fileProgress} {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
@@ -180,7 +180,8 @@ func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
 func (m *Manager) env(j cloudupload.Job) []string {
 	env := append(os.Environ(), m.cfg.UploaderEnv...)
 	if j.ID != 0 {
-		env = append(env, "CLOUDUPLOAD_JOB="+strconv.FormatInt(j.ID, 10))
+		env = append(env, "CLOUDUPLOAD_JOB="+strconv.FormatInt(j.ID, 10),
+			envProgressFile+"="+filepath.Join(m.jobDir(j.ID), fileProgress))
 	}
 	return append(env,
 		"CLOUDUPLOAD_PROJECT="+j.Project,

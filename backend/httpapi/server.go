@@ -253,7 +253,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	names := q["name"]
 	if len(names) == 0 {
-		writeXML(w, xmlapi.JobList(s.m.List(nil)))
+		writeTagged(w, r, xmlapi.JobList(s.m.List(nil)))
 		return
 	}
 	ids := make([]int64, 0, len(names))
@@ -266,7 +266,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if len(ids) > 0 {
 		jobs = s.m.List(ids)
 	}
-	writeXML(w, xmlapi.JobList(jobs))
+	writeTagged(w, r, xmlapi.JobList(jobs))
 }
 
 // getJob parses name and looks the job up; unknown or malformed names are
@@ -291,7 +291,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
-	writeXML(w, xmlapi.Job(job))
+	writeTagged(w, r, xmlapi.Job(job))
 }
 
 // create is POST /cloudupload: with query parameters and JSON target data
@@ -319,7 +319,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeXML(w, xmlapi.Job(job))
+	writeTagged(w, r, xmlapi.Job(job))
 }
 
 // jobFromQuery reads the public create route's parameters, each required
