@@ -66,6 +66,8 @@ type Config struct {
 	// LogPoll is how often a streamed log is checked for growth; default 200ms.
 	LogPoll time.Duration
 	Logger  *slog.Logger // default slog.Default()
+	// Metrics, when set, counts requests and is served at /metrics.
+	Metrics *Metrics
 }
 
 // Server is the http.Handler of the API.
@@ -79,13 +81,16 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by StopStreams
+
+	metrics *Metrics     // nil: no /metrics
+	ui      http.Handler // the dashboard (ui.go)
 }
 
 // New returns the API handler. It fails when PublicKey is set but is not a
 // PEM public key.
 func New(cfg Config) (*Server, error) {
 	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), pubkey: cfg.PublicKey, poll: cfg.LogPoll, log: cfg.Logger,
-		stopping: make(chan struct{})}
+		stopping: make(chan struct{}), metrics: cfg.Metrics, ui: newUI()}
 	if s.poll <= 0 {
 		s.poll = 200 * time.Millisecond
 	}
@@ -150,6 +155,9 @@ func (s *Server) StopStreams() {
 
 // ServeHTTP routes a request as OBS's upload server did.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.serveExtra(w, r) { // the dashboard and the metrics (ui.go)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cloudupload"`)
 		s.fail(w, r, cloudupload.Errorf(cloudupload.EUNAUTHORIZED, "authorization required"))

@@ -127,17 +127,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		"retention", retentionText(c.Retention), "mirrors", c.Mirrors.String(), "tls", c.TLSCert != "",
 		"token", token != "")
 	start := time.Now()
+	metrics := httpapi.NewMetrics()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
 		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
-		UploaderEnv: env, Fetcher: fetcher, Logger: log,
+		UploaderEnv: env, Fetcher: fetcher, Logger: log, Observer: metrics,
 	})
 	if err != nil {
 		return err
 	}
 	log.Info("job store open", "jobs", len(m.manager.List(nil)), "took", time.Since(start).Round(time.Millisecond))
 
-	api, err := httpapi.New(httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log})
+	metrics.SetStats(m.manager.Stats)
+	api, err := httpapi.New(httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log, Metrics: metrics})
 	if err != nil {
 		return err
 	}
@@ -165,7 +167,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.ln) }()
-	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String())
+	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String(),
+		"dashboard", scheme+"://"+m.ln.Addr().String()+"/ui/", "metrics", scheme+"://"+m.ln.Addr().String()+"/metrics")
 	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
 		log.Warn("listening beyond loopback without --token-file: whoever reaches this address can create and kill jobs")
 	}
