@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test` talks to, when it is missing: moto (a local AWS),
-# xz and zstd (image formats), coreutils' sha256sum. Runs as root with apt-get
+# xz and zstd (image formats), coreutils' sha256sum, chromium (the dashboard). Runs as root with apt-get
 # on Debian-like machines; elsewhere it says what to install and fails, so CI
 # fails instead of skipping tests.
 set -euo pipefail
@@ -11,6 +11,8 @@ command -v zstd >/dev/null || missing_apt+=(zstd)
 command -v gzip >/dev/null || missing_apt+=(gzip)
 command -v sha256sum >/dev/null || missing_apt+=(coreutils)
 command -v curl >/dev/null || missing_apt+=(curl)
+# The dashboard's test drives headless Chromium (cmd/cloudupload-server/ui_test.go).
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing_apt+=(chromium)
 
 apt_install() {
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

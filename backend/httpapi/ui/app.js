@@ -135,7 +135,8 @@ function drawList() {
   const shown = jobs.filter(matches).reverse(); // newest first
   const rows = shown.map((j) => el("tr", { "data-job": j.name },
     el("td", { "data-label": "Job" }, el("a", { href: `#/job/${j.name}` }, j.name)),
-    el("td", { "data-label": "State" }, stateBadge(j.state)),
+    el("td", { "data-label": "State" }, stateBadge(j.state),
+      j.state === "failed" && j.details ? el("div", { class: "why" }, j.details) : ""),
     el("td", { "data-label": "User" }, j.user),
     el("td", { "data-label": "Target" }, j.target),
     el("td", { "data-label": "Image", class: "image" }, `${j.project}/${j.package}: ${j.filename}`),
