@@ -3,6 +3,9 @@
 # Figures are ratios against baselines measured in the same run (reading the
 # image, aws s3 cp, rclone) plus absolute numbers and peak memory, because
 # these machines are shared and noisy. Output: $1/bench.txt.
+# BenchmarkDashboard (cmd/cloudupload-server) measures the dashboard's and
+# /metrics' per-request cost and GET /cloudupload/<id> with and without
+# dashboards polling; BENCH=Dashboard scripts/bench.sh runs it alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench-results}
