@@ -172,26 +172,8 @@ func (w *testWriter) Write(p []byte) (int, error) {
 
 func (e *env) do(method, path, ctype, body string, hdr ...string) (int, string, string) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Status, string(b)
+	code, status, b, _ := e.doFull(method, path, ctype, body, hdr...)
+	return code, status, b
 }
 
 const query = "/cloudupload?project=home:alice&repository=images&arch=x86_64&package=jeos&filename=jeos.raw&user=alice&target=test"

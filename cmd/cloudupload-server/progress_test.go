@@ -12,19 +12,24 @@ import (
 	"time"
 )
 
-// getJob polls GET /cloudupload/<name> with If-None-Match: tag and
+// getTagged sends GET path with If-None-Match: tag (none when empty) and
 // returns the status code, the ETag and the body.
 func (e *env) getTagged(path, tag string) (int, string, string) {
 	e.t.Helper()
-	code, _, body, hdr := e.doHeader("GET", path, "If-None-Match", tag)
+	code, _, body, hdr := e.doFull("GET", path, "", "", "If-None-Match", tag)
 	return code, hdr.Get("ETag"), body
 }
 
-func (e *env) doHeader(method, path string, hdr ...string) (int, string, string, http.Header) {
+// doFull sends a request (hdr: name, value pairs; empty values are left
+// out) and returns the status code and line, the body and the headers.
+func (e *env) doFull(method, path, ctype, body string, hdr ...string) (int, string, string, http.Header) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.url+path, nil)
+	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i+1] != "" {
@@ -122,7 +127,7 @@ func TestProgressEndToEnd(t *testing.T) {
 	if code, _, body := e.do("POST", "/cloudupload/"+killed+"?cmd=kill", "", ""); code != 200 {
 		t.Fatalf("kill: %s", body)
 	}
-	code, _, metrics, hdr := e.doHeader("GET", "/metrics")
+	code, _, metrics, hdr := e.doFull("GET", "/metrics", "", "")
 	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
 		t.Fatalf("metrics: %d %s", code, hdr.Get("Content-Type"))
 	}
