@@ -251,9 +251,13 @@ func (u *uploader) single(ctx context.Context, o *object, sum [sha256.Size]byte,
 		Metadata:       meta,
 	}
 	o.apply(&in.ContentType, &in.StorageClass, &in.Tagging, &in.ACL)
+	// One request below the part size: its progress is all or nothing.
+	progress := u.log.Progress("upload", o.size)
 	if _, err := u.api.PutObject(ctx, in, unsignedPayload); err != nil {
 		return s3Error(fmt.Sprintf("upload s3://%s/%s", o.bucket, o.key), err)
 	}
+	progress.Add(o.size)
+	progress.Done()
 	done()
 	return nil
 }
