@@ -9,4 +9,9 @@
 // person-readable summary ("404 no such job"), the body is a <status>
 // document, and internal errors show only "internal error" (the real cause
 // is logged).
+//
+// The job and the list carry a strong ETag and answer If-None-Match with
+// 304 (etag.go). Beside OBS's routes it serves, for people and operators,
+// the dashboard at /ui/ (ui.go, files embedded from ui/) and Prometheus
+// metrics at /metrics (metrics.go); requests are counted by route template.
 package httpapi

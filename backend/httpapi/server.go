@@ -35,10 +35,11 @@ type Manager interface {
 	// Receive reads the image of a job created with Origin put; size is the
 	// request's Content-Length.
 	Receive(ctx context.Context, id int64, body io.Reader, size int64) error
-	// Get returns one job, ENOTFOUND "no such job" when unknown.
+	// Get returns one job, ENOTFOUND "no such job" when unknown. A job
+	// receiving or uploading carries its live progress figures.
 	Get(id int64) (cloudupload.Job, error)
 	// List returns the jobs of ids in that order, unknown ids skipped; nil
-	// ids means every job in ascending id order.
+	// ids means every job in ascending id order; live progress as Get.
 	List(ids []int64) []cloudupload.Job
 	// Kill ends an unfinished job and returns once it is final; nil when the
 	// job is already final.
