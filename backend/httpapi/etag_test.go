@@ -3,7 +3,10 @@ package httpapi
 import (
 	"io"
 	"net/http"
+	"reflect"
 	"testing"
+
+	"github.com/cloudupload/cloudupload"
 )
 
 // get sends a GET with If-None-Match (when inm is set) and returns the
@@ -27,7 +30,7 @@ func TestETag(t *testing.T) {
 	ts, m := start(t, Config{})
 	for _, path := range []string{"/cloudupload/2", "/cloudupload", "/cloudupload?name=2&name=3"} {
 		code, tag, body := getTagged(t, ts.URL+path, "")
-		if code != 200 || len(tag) != 34 || tag[0] != '"' || body == "" {
+		if code != 200 || len(tag) < 34 || tag[0] != '"' || tag[len(tag)-1] != '"' || body == "" {
 			t.Fatalf("%s: %d, ETag %q", path, code, tag)
 		}
 		// Unchanged: 304 without a body, for the tag alone, among others, weak or "*".
@@ -55,5 +58,38 @@ func TestETag(t *testing.T) {
 	// Errors carry no tag.
 	if code, tag, _ := getTagged(t, ts.URL+"/cloudupload/99", ""); code != 404 || tag != "" {
 		t.Errorf("unknown job: %d, ETag %q", code, tag)
+	}
+}
+
+// The list's tag covers every field of a job: a field added to Job and
+// forgotten in appendJob fails here.
+func TestListTagCoversEveryField(t *testing.T) {
+	base := []cloudupload.Job{{ID: 1}, {ID: 2}}
+	tag := listTag(base)
+	typ := reflect.TypeOf(cloudupload.Job{})
+	for i := range typ.NumField() {
+		jobs := []cloudupload.Job{{ID: 1}, {ID: 2}}
+		f := reflect.ValueOf(&jobs[1]).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + 7)
+		case reflect.Uint64:
+			f.SetUint(7)
+		case reflect.Float64:
+			f.SetFloat(7)
+		default:
+			t.Fatalf("field %s of kind %s: teach this test and appendJob", typ.Field(i).Name, f.Kind())
+		}
+		if listTag(jobs) == tag {
+			t.Errorf("changing %s leaves the list's tag alone", typ.Field(i).Name)
+		}
+	}
+	// Moving a string's end into the next one changes the tag too.
+	a := []cloudupload.Job{{User: "ab", Target: "c"}}
+	b := []cloudupload.Job{{User: "a", Target: "bc"}}
+	if listTag(a) == listTag(b) {
+		t.Error("field boundaries are not encoded")
 	}
 }

@@ -262,7 +262,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	names := q["name"]
 	if len(names) == 0 {
-		writeTagged(w, r, xmlapi.JobList(s.m.List(nil)))
+		writeList(w, r, s.m.List(nil))
 		return
 	}
 	ids := make([]int64, 0, len(names))
@@ -275,7 +275,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if len(ids) > 0 {
 		jobs = s.m.List(ids)
 	}
-	writeTagged(w, r, xmlapi.JobList(jobs))
+	writeList(w, r, jobs)
 }
 
 // getJob parses name and looks the job up; unknown or malformed names are
