@@ -162,3 +162,28 @@ func TestProgressRate(t *testing.T) {
 		t.Error("percent")
 	}
 }
+
+// An image fetched from the build root: the image file's size is the
+// progress, and the bytes count as received once fetched.
+func TestProgressFetching(t *testing.T) {
+	cfg := daemonConfig(t.TempDir())
+	f := &fakeFetcher{content: make([]byte, 1000), block: make(chan struct{}), started: make(chan struct{}, 1)}
+	cfg.Fetcher = f
+	m := open(t, cfg)
+	fj := testJob("alice")
+	fj.Origin = cloudupload.OriginFetch
+	j, err := m.Create(context.Background(), fj, fakeData{Mode: "succeed"}.bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-f.started
+	g, _ := m.Get(j.ID)
+	if g.State != cloudupload.StateReceiving || g.BytesDone != 500 || g.BytesTotal != 1000 || g.Progress != "50" {
+		t.Errorf("fetching: %s %q %d of %d", g.State, g.Progress, g.BytesDone, g.BytesTotal)
+	}
+	close(f.block)
+	wait(t, m, j.ID)
+	if st := m.Stats(); st.BytesReceived != 1000 {
+		t.Errorf("bytes received %d", st.BytesReceived)
+	}
+}
