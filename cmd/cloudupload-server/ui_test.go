@@ -181,7 +181,9 @@ func TestDashboard(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 800)); err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`)); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`
+		document.getElementById('filter-state').value = '';
+		location.hash = '#/'`)); err != nil {
 		t.Fatal(err)
 	}
 	until(t, ctx, "the list", `document.querySelectorAll('#jobs tbody tr').length > 0`)
