@@ -89,6 +89,16 @@ type Job struct {
 	Pid        int    `json:"pid"`              // supervising process while receiving/uploading, 0 otherwise
 	Client     string `json:"client,omitempty"` // the --clients entry that created the job, "" for the shared token or none; shown after OBS's elements
 
+	// How far the job's image has come: received while receiving, processed
+	// by the uploader while uploading (as it reports it; for disk images the
+	// disk's bytes, zero blocks included). Progress above is its percentage.
+	// Live values while the job runs; a final job keeps its last ones (a
+	// succeeded one 100%) and ETA 0. Shown after OBS's fields.
+	BytesDone  int64   `json:"bytes_done,omitempty"`
+	BytesTotal int64   `json:"bytes_total,omitempty"` // 0 when unknown
+	Rate       float64 `json:"bytes_per_second,omitempty"`
+	ETA        int64   `json:"-"` // seconds left at Rate, 0 when unknown
+
 	Origin   Origin `json:"origin"`
 	PidStart uint64 `json:"pid_start"` // start time of Pid in clock ticks since boot (/proc/<pid>/stat field 22), to tell a recycled pid
 	Updated  int64  `json:"updated"`   // unix seconds of the last state change

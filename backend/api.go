@@ -36,6 +36,8 @@ type Config struct {
 	// such jobs cannot be created.
 	Fetcher Fetcher
 	Logger  *slog.Logger // default slog.Default()
+	// Observer is told when jobs end, for metrics; nil tells no one.
+	Observer Observer
 }
 
 // Fetcher copies a job's image from where builds live (a build root or a
@@ -80,6 +82,9 @@ type Fetcher interface {
 //	    leaves the job receiving (the next Open fails it: "upload it again").
 //	(*Manager) Get(id) (cloudupload.Job, error)         ENOTFOUND "no such job"
 //	(*Manager) List(ids []int64) []cloudupload.Job      nil = all jobs, ascending ids; unknown ids skipped
+//	    Get and List give receiving and uploading jobs their live transfer
+//	    figures (Progress, BytesDone, BytesTotal, Rate, ETA; progress.go).
+//	(*Manager) Stats() Stats                            jobs by state and target, bytes, rates: for metrics (stats.go)
 //	(*Manager) Kill(ctx, id) error                      returns once the job is final (processes gone); nil when already final
 //	(*Manager) LogPath(id) (string, error)              the job's log; may not exist yet (read as empty)
 //	(*Manager) Wait(ctx, id) (cloudupload.Job, error)   returns once the job is final (processes gone)

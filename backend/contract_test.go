@@ -40,7 +40,7 @@ func TestReceiveAnnouncedSize(t *testing.T) {
 		{"123", -1, "received 3 bytes, expected 5"},
 	} {
 		j := sized()
-		r := &countingReader{r: strings.NewReader(c.body)}
+		r := &countingBody{r: strings.NewReader(c.body)}
 		err := m.Receive(ctx, j.ID, r, c.size)
 		wantCode(t, err, cloudupload.EINVALID, c.msg)
 		g, _ := m.Get(j.ID)
@@ -61,12 +61,12 @@ func TestReceiveAnnouncedSize(t *testing.T) {
 	}
 }
 
-type countingReader struct {
+type countingBody struct {
 	r interface{ Read([]byte) (int, error) }
 	n int
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
+func (c *countingBody) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += n
 	return n, err

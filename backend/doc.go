@@ -18,6 +18,7 @@
 //	    log                  the uploader's log: its stdout and stderr, appended
 //	    result               written by the uploader: the result (e.g. an AMI id) or a failure reason
 //	    exit                 how the uploader ended: "0", "exit status N" or "signal: <name>"
+//	    progress             written by the uploader while it runs: {"done":N,"total":M} (bytes)
 //	    work/                the uploader's working directory, fresh for each run
 //	STATE/done/<id>/         finished jobs: job.json, log, result, exit (image, data and
 //	                         work are removed when a job ends)

@@ -66,12 +66,13 @@ func runTests(m *testing.M) int {
 // fakeData is the target data of testdata/fakeuploader: it says how to
 // behave. Keep in sync with testdata/fakeuploader/main.go.
 type fakeData struct {
-	Mode    string // succeed, fail, failnoresult, sleep, stubborn, wait
+	Mode    string // succeed, fail, failnoresult, sleep, stubborn, wait, progress
 	Result  string // result file content
 	Dir     string // shared directory for markers (wait, stubborn)
 	Invalid string // validate: reject with this message (exit 2)
 	Crash   bool   // validate: fail with exit 1
 	Secret  string // must never show up in argv or logs
+	Total   int64  // progress: bytes to report in steps of 1 MiB every 20 ms
 }
 
 func (d fakeData) bytes() []byte {

@@ -87,6 +87,9 @@ type Manager struct {
 
 	idMu   sync.Mutex
 	nextID int64
+
+	received atomic.Int64 // bytes of images received, for metrics (progress.go)
+	uploaded atomic.Int64 // bytes uploaded by jobs that ended, for metrics
 }
 
 // entry is one job in memory.
@@ -109,6 +112,8 @@ type entry struct {
 	dir string
 
 	killOnce sync.Once
+
+	progress progress // live transfer figures (progress.go)
 }
 
 // Open loads the jobs under cfg.StateDir (creating it if missing), recovers
@@ -285,13 +290,13 @@ func (m *Manager) Get(id int64) (cloudupload.Job, error) {
 	if err != nil {
 		return cloudupload.Job{}, err
 	}
-	return m.snapshot(e), nil
+	return m.withProgress(e, m.snapshot(e)), nil
 }
 
-// List returns the jobs with the given ids in the order asked, skipping
+// listJobs returns the jobs with the given ids in the order asked, skipping
 // unknown ids; ids nil returns every job in ascending id order. It does not
-// touch the disk.
-func (m *Manager) List(ids []int64) []cloudupload.Job {
+// touch the disk. List (progress.go) adds the live transfer figures.
+func (m *Manager) listJobs(ids []int64) []cloudupload.Job {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if ids == nil {
@@ -557,9 +562,13 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 	now := time.Now().Unix()
 	j.Updated = now
 	final := j.State.Final()
+	old := m.snapshot(e)
 	if final {
 		j.Finished = now
 		j.Pid, j.PidStart = 0, 0
+		if !old.State.Final() {
+			m.finalProgress(e, &old, &j)
+		}
 	}
 	if err := m.writeJob(m.jobDir(j.ID), j); err != nil {
 		return fmt.Errorf("write job %d: %w", j.ID, err)
@@ -574,9 +583,13 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 	e.job = j
 	if final {
 		delete(m.active, j.ID)
+		if prev.State == cloudupload.StateUploading {
+			m.uploaded.Add(j.BytesDone) // see Stats
+		}
 	}
 	m.mu.Unlock()
 	if final && !prev.State.Final() {
+		m.finished(prev, j)
 		close(e.done)
 		args := []any{"state", string(j.State), "details", firstLine(j.Details, 200),
 			"duration", (time.Duration(now-j.Created) * time.Second).String()}
@@ -694,6 +707,8 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	if j.Size > 0 && size >= 0 && size != j.Size {
 		return m.endReceive(e, 0, 0, &sizeError{got: size, want: j.Size, announced: true})
 	}
+	e.progress.begin(cloudupload.StateReceiving, time.Now())
+	body = &countingReader{m: m, e: e, r: body}
 	log := m.jobLogger(j)
 	log.Info("receiving image", "bytes", expect)
 	start := time.Now()
@@ -929,7 +944,7 @@ func (m *Manager) fetch(e *entry) {
 		e.wmu.Unlock()
 		return
 	}
-	if err := m.checkSpace(j.Size - imageSize(filepath.Join(m.jobDir(j.ID), fileImage))); err != nil {
+	if err := m.checkSpace(j.Size - m.imageSize(j.ID)); err != nil {
 		m.jobLogger(j).Warn("refusing the image", "reason", cloudupload.ErrorMessage(err), "err", err)
 		m.move(e, cloudupload.StateFailed, cloudupload.ErrorMessage(err), nil)
 		e.wmu.Unlock()
@@ -949,19 +964,12 @@ func (m *Manager) fetch(e *entry) {
 		return
 	}
 	start := time.Now()
-	image := filepath.Join(m.jobDir(j.ID), fileImage)
-	go m.watchIdle(ctx, cancel, func() int64 { return imageSize(image) })
+	go m.watchIdle(ctx, cancel, func() int64 { return m.imageSize(j.ID) })
+	e.progress.begin(cloudupload.StateReceiving, start)
+	before := m.imageSize(j.ID)
 	size, err := m.fetchImage(ctx, j)
+	m.received.Add(max(0, m.imageSize(j.ID)-before))
 	m.endReceive(e, size, time.Since(start), err)
-}
-
-// imageSize is the size of the file at path, 0 when it cannot be read.
-func imageSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
 }
 
 // fetchImage runs the Fetcher into the job's image file, resuming after

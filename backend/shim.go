@@ -188,7 +188,7 @@ func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
 	if err := os.Mkdir(work, 0o750); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{fileExit, fileResult} {
+	for _, name := range []string{fileExit, fileResult, fileProgress} {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
@@ -223,6 +223,9 @@ func (m *Manager) env(j cloudupload.Job) []string {
 	env := append(os.Environ(), m.cfg.UploaderEnv...)
 	for k, v := range jobEnv(j) {
 		env = append(env, k+"="+v)
+	}
+	if j.ID != 0 {
+		env = append(env, envProgressFile+"="+filepath.Join(m.jobDir(j.ID), fileProgress))
 	}
 	return env
 }

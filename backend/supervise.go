@@ -82,6 +82,7 @@ func (m *Manager) start(e *entry) {
 	if err != nil {
 		return
 	}
+	e.progress.begin(cloudupload.StateUploading, time.Now())
 	log := m.jobLogger(j)
 	cmd, err := m.startShim(j)
 	if err != nil {

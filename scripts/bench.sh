@@ -4,6 +4,9 @@
 # image, aws s3 cp, rclone, Go's http.FileServer for the download server)
 # plus absolute numbers and peak memory, because these machines are shared
 # and noisy. Output: $1/bench.txt.
+# BenchmarkDashboard (cmd/cloudupload-server) measures the dashboard's and
+# /metrics' per-request cost and GET /cloudupload/<id> with and without
+# dashboards polling; BENCH=Dashboard scripts/bench.sh runs it alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench-results}

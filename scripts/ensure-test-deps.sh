@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` talks to, when it is missing: moto (a local AWS),
-# xz and zstd (image formats), coreutils' sha256sum. Runs as root with apt-get
+# xz and zstd (image formats), coreutils' sha256sum, chromium (the
+# dashboard's browser test). Runs as root with apt-get
 # on Debian-like machines; elsewhere it says what to install and fails, so CI
 # fails instead of skipping tests.
 set -euo pipefail

@@ -3,9 +3,20 @@ package targets
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/cloudupload/cloudupload/internal/atomicfile"
 )
+
+// EnvProgressFile names the environment variable in which the daemon gives
+// the uploader the path of the job's progress file (see Log.ReportProgress).
+const EnvProgressFile = "CLOUDUPLOAD_PROGRESS_FILE"
+
+// ProgressInterval is how often at most a transfer's progress is written to
+// the progress file.
+const ProgressInterval = time.Second
 
 // Log writes lines for people into the job log: what is happening, progress,
 // how long each step took. It is safe for concurrent use. It must never be
@@ -14,6 +25,56 @@ type Log struct {
 	mu  sync.Mutex
 	w   io.Writer
 	now func() time.Time
+
+	// progressPath is where transfers report to ("" for nowhere); guarded
+	// by reportMu with lastReport.
+	reportMu     sync.Mutex
+	progressPath string
+	lastReport   time.Time
+}
+
+// ReportProgress makes every transfer started with Log.Progress also write
+// how far it has come to path, as the JSON object {"done":N,"total":M}
+// (bytes; total 0 when unknown): atomically (a temporary file renamed over
+// path), at most once per ProgressInterval and once more when the transfer
+// is done. The daemon gives the path in CLOUDUPLOAD_PROGRESS_FILE and shows
+// it in the job document, so every target that reports its transfer with
+// Log.Progress shows its progress to the job's owner. Write errors are
+// logged once and otherwise ignored: progress is advisory.
+func (l *Log) ReportProgress(path string) {
+	l.reportMu.Lock()
+	defer l.reportMu.Unlock()
+	l.progressPath = path
+}
+
+// report writes done and total to the progress file when one is set and
+// the interval has passed (or force).
+func (l *Log) report(done, total int64, force bool) {
+	if l == nil {
+		return
+	}
+	l.reportMu.Lock()
+	path := l.progressPath
+	now := time.Now()
+	if path == "" || !force && now.Sub(l.lastReport) < ProgressInterval {
+		l.reportMu.Unlock()
+		return
+	}
+	l.lastReport = now
+	b := make([]byte, 0, 64)
+	b = append(b, `{"done":`...)
+	b = strconv.AppendInt(b, done, 10)
+	b = append(b, `,"total":`...)
+	b = strconv.AppendInt(b, total, 10)
+	b = append(b, "}\n"...)
+	err := atomicfile.Replace(path, b, 0o644)
+	if err != nil {
+		l.progressPath = "" // once is enough
+	}
+	l.reportMu.Unlock()
+	if err != nil {
+		l.Printf("cannot report progress to the server (%v); the upload goes on", err)
+	}
 }
 
 // NewLog returns a Log writing to w.
@@ -51,13 +112,15 @@ func Round(d time.Duration) time.Duration {
 }
 
 // Progress reports how far a transfer of Total bytes has come, at most once
-// per Every, with percent and MiB/s. Add may be called from many goroutines.
+// per Every, with percent and MiB/s, to the log and (see Log.ReportProgress)
+// to the progress file. Add may be called from many goroutines.
 type Progress struct {
-	log   *Log
-	what  string
-	total int64
-	every time.Duration
-	start time.Time
+	log      *Log
+	what     string
+	total    int64
+	every    time.Duration
+	start    time.Time
+	reported bool // written to the progress file
 
 	mu       sync.Mutex
 	done     int64
@@ -69,6 +132,17 @@ type Progress struct {
 // (0 = unknown) every 5 seconds.
 func (l *Log) Progress(what string, total int64) *Progress {
 	now := time.Now()
+	p := &Progress{log: l, what: what, total: total, every: 5 * time.Second, start: now, lastTime: now, reported: true}
+	l.report(0, total, true)
+	return p
+}
+
+// Pass is Progress for a preparatory pass over the data (a checksum before
+// the upload): logged the same way but not written to the progress file,
+// so that the job's progress goes from 0 to 100 once, with the transfer
+// that publishes.
+func (l *Log) Pass(what string, total int64) *Progress {
+	now := time.Now()
 	return &Progress{log: l, what: what, total: total, every: 5 * time.Second, start: now, lastTime: now}
 }
 
@@ -76,6 +150,9 @@ func (l *Log) Progress(what string, total int64) *Progress {
 func (p *Progress) Add(n int64) {
 	p.mu.Lock()
 	p.done += n
+	if p.reported {
+		p.log.report(p.done, p.total, false)
+	}
 	now := time.Now()
 	if now.Sub(p.lastTime) < p.every {
 		p.mu.Unlock()
@@ -94,6 +171,9 @@ func (p *Progress) Done() {
 	d := time.Since(p.start)
 	avg := float64(p.done) / d.Seconds()
 	line := fmt.Sprintf("%s: %s in %s (%.1f MiB/s)", p.what, MiB(p.done), Round(d), avg/(1<<20))
+	if p.reported {
+		p.log.report(p.done, max(p.total, p.done), true)
+	}
 	p.mu.Unlock()
 	p.log.Printf("%s", line)
 }

@@ -2,6 +2,9 @@ package targets
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +55,66 @@ func TestMiBAndRound(t *testing.T) {
 	}
 	if Round(1234567*time.Microsecond) != 1200*time.Millisecond {
 		t.Errorf("Round = %s", Round(1234567*time.Microsecond))
+	}
+}
+
+func TestProgressFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "progress")
+	l := NewLog(io.Discard)
+	l.ReportProgress(path)
+	read := func() string {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// A preparatory pass is not the job's progress.
+	c := l.Pass("checksum", 100)
+	c.Add(100)
+	c.Done()
+	if _, err := os.Stat(path); err == nil {
+		t.Errorf("a pass wrote the progress file: %q", read())
+	}
+	p := l.Progress("upload", 100)
+	if got := read(); got != `{"done":0,"total":100}`+"\n" {
+		t.Errorf("at start: %q", got)
+	}
+	// Within the interval, Add does not write.
+	p.Add(10)
+	p.Add(20)
+	if got := read(); got != `{"done":0,"total":100}`+"\n" {
+		t.Errorf("written within the interval: %q", got)
+	}
+	// After it, the next Add does.
+	l.reportMu.Lock()
+	l.lastReport = time.Now().Add(-ProgressInterval)
+	l.reportMu.Unlock()
+	p.Add(5)
+	if got := read(); got != `{"done":35,"total":100}`+"\n" {
+		t.Errorf("after the interval: %q", got)
+	}
+	// Done writes at once.
+	p.Add(65)
+	p.Done()
+	if got := read(); got != `{"done":100,"total":100}`+"\n" {
+		t.Errorf("when done: %q", got)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("files left beside the progress file: %v", ents)
+	}
+}
+
+func TestProgressFileUnwritable(t *testing.T) {
+	var buf bytes.Buffer
+	l := NewLog(&buf)
+	l.ReportProgress(filepath.Join(t.TempDir(), "missing", "progress"))
+	p := l.Progress("upload", 10)
+	p.Add(10)
+	p.Done()
+	if n := strings.Count(buf.String(), "cannot report progress"); n != 1 {
+		t.Errorf("%d complaints, want 1:\n%s", n, buf.String())
 	}
 }

@@ -13,4 +13,10 @@
 // target and image, each step of the target, the total time. The target
 // data is never printed (it may name private resources; secrets are never
 // in it in clear, and never in the log).
+//
+// Progress: when the daemon sets CLOUDUPLOAD_PROGRESS_FILE, every transfer
+// a target reports with targets.Log.Progress is also written there as
+// {"done":N,"total":M} (atomically, at most once a second, and at its end);
+// the daemon shows it in the job document as <progress> and the elements
+// after OBS's.
 package uploader

@@ -56,7 +56,8 @@ const usage = `usage:
       data in <target data file>; write the result (or why it failed) to
       <result file>. Job fields come from CLOUDUPLOAD_JOB, CLOUDUPLOAD_PROJECT,
       CLOUDUPLOAD_REPOSITORY, CLOUDUPLOAD_ARCH, CLOUDUPLOAD_PACKAGE; without
-      them the arch is taken from <filename>.
+      them the arch is taken from <filename>. With CLOUDUPLOAD_PROGRESS_FILE
+      set, the transfer's progress is written there as {"done":N,"total":M}.
   clouduploader validate-stream
       answer validate's question for many jobs: one JSON request per line
       on standard input, one JSON answer per line on standard output (the
@@ -290,6 +291,9 @@ func upload(ctx context.Context, args []string, opts Options) int {
 	var stopSignal os.Signal
 	user, targetName, imagePath, dataPath, filename, resultPath := args[0], args[1], args[2], args[3], args[4], args[5]
 	log := targets.NewLog(opts.Stdout)
+	if path := opts.Getenv(targets.EnvProgressFile); path != "" {
+		log.ReportProgress(path)
+	}
 	fail := func(code int, err error) int {
 		msg := oneLine(err.Error())
 		log.Printf("upload failed after %s: %s", targets.Round(time.Since(start)), msg)

@@ -12,8 +12,9 @@ import (
 const HelloName = "Cloud Upload Server"
 
 // jobElement builds the <clouduploadjob> element of j: OBS's public fields
-// in OBS's order, absent values omitted. The daemon's own bookkeeping
-// (Origin, PidStart, Updated, Started, Finished) is never shown.
+// in OBS's order, absent values omitted, then the transfer's bytes done,
+// total, rate (bytes per second) and ETA (seconds). The daemon's own
+// bookkeeping (Origin, PidStart, Updated, Started, Finished) is never shown.
 func jobElement(j *cloudupload.Job) *etree.Element {
 	e := etree.NewElement("clouduploadjob")
 	e.CreateAttr("name", strconv.FormatInt(j.ID, 10))
@@ -44,6 +45,11 @@ func jobElement(j *cloudupload.Job) *etree.Element {
 	// Not OBS's: the client (--clients) that created the job, after all of
 	// OBS's elements so that OBS's parsers are not disturbed.
 	text("client", j.Client)
+	// Ours, after all of OBS's: how far the transfer has come.
+	num("bytesdone", j.BytesDone)
+	num("bytestotal", j.BytesTotal)
+	num("bytespersecond", int64(j.Rate))
+	num("etaseconds", j.ETA)
 	return e
 }
 

@@ -23,4 +23,9 @@
 // budget (Config.MaxBuffered, 503 when it stays full), and PUTs streaming
 // at once are bounded (Config.MaxReceives). Connections and headers are
 // bounded by the http.Server and listener the command sets up.
+//
+// The job and the list carry a strong ETag and answer If-None-Match with
+// 304 (etag.go). Beside OBS's routes it serves, for people and operators,
+// the dashboard at /ui/ (ui.go, files embedded from ui/) and Prometheus
+// metrics at /metrics (metrics.go); requests are counted by route template.
 package httpapi

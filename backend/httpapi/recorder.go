@@ -17,6 +17,9 @@ func (s *Server) Handler() http.Handler {
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
+		if s.metrics != nil {
+			s.metrics.observe(r, rec.status, time.Since(start))
+		}
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
 			"bytes", rec.bytes, "duration", time.Since(start), "remote", r.RemoteAddr)
 	})

@@ -36,10 +36,11 @@ type Manager interface {
 	// a size, that is what must arrive: a size that differs, a short or a
 	// long body fails the job (EINVALID with the reason).
 	Receive(ctx context.Context, id int64, body io.Reader, size int64) error
-	// Get returns one job, ENOTFOUND "no such job" when unknown.
+	// Get returns one job, ENOTFOUND "no such job" when unknown. A job
+	// receiving or uploading carries its live progress figures.
 	Get(id int64) (cloudupload.Job, error)
 	// List returns the jobs of ids in that order, unknown ids skipped; nil
-	// ids means every job in ascending id order.
+	// ids means every job in ascending id order; live progress as Get.
 	List(ids []int64) []cloudupload.Job
 	// Kill ends an unfinished job and returns once it is final; nil when the
 	// job is already final.
@@ -92,6 +93,8 @@ type Config struct {
 	// is answered 503. It must be at least what one body of each kind costs.
 	MaxBuffered int64
 	Logger      *slog.Logger // default slog.Default()
+	// Metrics, when set, counts requests and is served at /metrics.
+	Metrics *Metrics
 }
 
 // Server is the http.Handler of the API.
@@ -113,13 +116,17 @@ type Server struct {
 
 	clients      Clients // nil without --clients
 	privateReads bool
+
+	metrics *Metrics     // nil: no /metrics
+	ui      http.Handler // the dashboard (ui.go)
 }
 
 // New returns the API handler. It fails when PublicKey is set but is not a
 // PEM public key.
 func New(cfg Config) (*Server, error) {
 	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), pubkey: cfg.PublicKey, poll: cfg.LogPoll, log: cfg.Logger,
-		stopping: make(chan struct{}), clients: cfg.Clients, privateReads: cfg.PrivateReads}
+		stopping: make(chan struct{}), clients: cfg.Clients, privateReads: cfg.PrivateReads,
+		metrics: cfg.Metrics, ui: newUI()}
 	if s.poll <= 0 {
 		s.poll = 200 * time.Millisecond
 	}
@@ -193,6 +200,9 @@ func (s *Server) StopStreams() {
 
 // ServeHTTP routes a request as OBS's upload server did.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.serveExtra(w, r) { // the dashboard and the metrics (ui.go)
+		return
+	}
 	r, ok := s.withCaller(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cloudupload"`)
@@ -297,7 +307,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	names := q["name"]
 	if len(names) == 0 {
-		writeXML(w, xmlapi.JobList(s.m.List(nil)))
+		writeList(w, r, s.m.List(nil))
 		return
 	}
 	ids := make([]int64, 0, len(names))
@@ -320,7 +330,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if len(ids) > 0 {
 		jobs = s.m.List(ids)
 	}
-	writeXML(w, xmlapi.JobList(jobs))
+	writeList(w, r, jobs)
 }
 
 // getJob parses name and looks the job up; unknown or malformed names are
@@ -345,7 +355,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, r, err)
 		return
 	}
-	writeXML(w, xmlapi.Job(job))
+	writeTagged(w, r, xmlapi.Job(job))
 }
 
 // create is POST /cloudupload: with query parameters and JSON target data
@@ -382,7 +392,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeXML(w, xmlapi.Job(job))
+	writeTagged(w, r, xmlapi.Job(job))
 }
 
 // jobFromQuery reads the public create route's parameters, each required

@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 //	fail     write a reason as result, exit 1
 //	slow     print "tick N" lines until the file "release" appears in
 //	         $RELEASE_DIR, then succeed
+//	progress report 1 MiB more of 200 MiB in $CLOUDUPLOAD_PROGRESS_FILE
+//	         and print "step N" every 0.1 s until "release" appears, then
+//	         report all of it and succeed
 //
 // It speaks the project's protocol: `validate` accepts the targets test and
 // mirror and refuses others as the real uploader does (exit 2, one line on
@@ -67,6 +70,17 @@ slow)
 		i=$((i+1)); echo "tick $i"; sleep 0.05
 	done
 	echo "released"; echo ok >"$result"; exit 0 ;;
+progress)
+	report() {
+		printf '{"done":%d,"total":%d}\n' "$1" 209715200 >"$CLOUDUPLOAD_PROGRESS_FILE.tmp"
+		mv "$CLOUDUPLOAD_PROGRESS_FILE.tmp" "$CLOUDUPLOAD_PROGRESS_FILE"
+	}
+	i=0
+	while [ ! -e "$RELEASE_DIR/release" ]; do
+		[ $i -lt 199 ] && i=$((i+1))
+		echo "step $i"; report $((i*1048576)); sleep 0.1
+	done
+	report 209715200; echo ok >"$result"; exit 0 ;;
 esac
 echo "unknown mode" >"$result"; exit 3
 `
@@ -162,26 +176,8 @@ func (w *testWriter) Write(p []byte) (int, error) {
 
 func (e *env) do(method, path, ctype, body string, hdr ...string) (int, string, string) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Status, string(b)
+	code, status, b, _ := e.doFull(method, path, ctype, body, hdr...)
+	return code, status, b
 }
 
 const query = "/cloudupload?project=home:alice&repository=images&arch=x86_64&package=jeos&filename=jeos.raw&user=alice&target=test"

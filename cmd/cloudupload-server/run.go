@@ -163,17 +163,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		log.Info("the uploader has OBS's argv only: jobs are created without checking their target data, the uploader checks it when it runs",
 			"uploader", uploader, "protocol_probe", probed)
 	}
+	metrics := httpapi.NewMetrics()
 	m.manager, err = backend.Open(ctx, backend.Config{
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
 		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
 		ReceiveIdleTimeout: c.ReceiveIdle, MinFreeSpace: minFreeSpace(c.MinFreeSpace),
-		UploaderEnv: env, Fetcher: fetcher, Logger: log, NoValidate: !ours,
+		UploaderEnv: env, Fetcher: fetcher, Logger: log, NoValidate: !ours, Observer: metrics,
 	})
 	if err != nil {
 		return err
 	}
 
-	hc := httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log, PrivateReads: c.PrivateReads}
+	metrics.SetStats(m.manager.Stats)
+	hc := httpapi.Config{Manager: m.manager, Token: token, PublicKey: pub, Logger: log, PrivateReads: c.PrivateReads, Metrics: metrics}
 	if m.clients != nil {
 		hc.Clients = m.clients
 	}
@@ -206,7 +208,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.ln) }()
-	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String(), "startup", time.Since(start).Round(time.Millisecond))
+	log.Info("listening", "url", scheme+"://"+m.ln.Addr().String(), "startup", time.Since(start).Round(time.Millisecond),
+		"dashboard", scheme+"://"+m.ln.Addr().String()+"/ui/", "metrics", scheme+"://"+m.ln.Addr().String()+"/metrics")
 	if tcp, ok := m.ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" && m.clients == nil {
 		log.Warn("listening beyond loopback without --token-file or --clients: whoever reaches this address can create and kill jobs")
 	}

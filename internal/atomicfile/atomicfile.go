@@ -19,14 +19,24 @@ import (
 const TempMarker = ".tmp-"
 
 // WriteFile replaces path with data, with permissions perm.
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	dir, err := replace(path, data, perm, true)
+	if err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// replace writes data to a temporary file beside path (synced when sync is
+// set) and renames it over path; it returns path's directory.
+func replace(path string, data []byte, perm os.FileMode, sync bool) (dir string, err error) {
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	f, err := os.CreateTemp(dir, "."+name+TempMarker+"*")
 	if err != nil {
-		return err
+		return dir, err
 	}
 	tmp := f.Name()
 	defer func() {
@@ -36,21 +46,20 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 		}
 	}()
 	if err = f.Chmod(perm); err != nil {
-		return err
+		return dir, err
 	}
 	if _, err = f.Write(data); err != nil {
-		return err
+		return dir, err
 	}
-	if err = f.Sync(); err != nil {
-		return err
+	if sync {
+		if err = f.Sync(); err != nil {
+			return dir, err
+		}
 	}
 	if err = f.Close(); err != nil {
-		return err
+		return dir, err
 	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return SyncDir(dir)
+	return dir, os.Rename(tmp, path)
 }
 
 // SyncDir makes the entries of dir (creations, renames, removals) durable.
@@ -87,5 +96,15 @@ func Cause(err error) error {
 	case errors.As(err, &le):
 		return fmt.Errorf("%s: %w", le.Op, le.Err)
 	}
+	return err
+}
+
+// Replace replaces path with data as WriteFile does but without syncing:
+// a reader sees the old content or the new one, never a mix, but a crash may
+// lose the write. It is for small advisory files rewritten often (an
+// uploader's progress), where an fsync per write would cost more than the
+// information is worth.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	_, err := replace(path, data, perm, false)
 	return err
 }

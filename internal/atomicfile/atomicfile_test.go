@@ -8,10 +8,16 @@ import (
 )
 
 func TestWriteFile(t *testing.T) {
+	for name, write := range map[string]func(string, []byte, os.FileMode) error{"WriteFile": WriteFile, "Replace": Replace} {
+		t.Run(name, func(t *testing.T) { testWrite(t, write) })
+	}
+}
+
+func testWrite(t *testing.T, write func(string, []byte, os.FileMode) error) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "job.json")
 	for _, content := range []string{"first", "second, longer"} {
-		if err := WriteFile(p, []byte(content), 0o600); err != nil {
+		if err := write(p, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(p)

@@ -178,7 +178,7 @@ func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64
 		r = rc
 	}
 	h := sha256.New()
-	p := u.log.Progress("checksum", max(o.size, 0))
+	p := u.log.Pass("checksum", max(o.size, 0))
 	buf := make([]byte, hashBuffer)
 	var n int64
 	for {
@@ -251,9 +251,13 @@ func (u *uploader) single(ctx context.Context, o *object, sum [sha256.Size]byte,
 		Metadata:       meta,
 	}
 	o.apply(&in.ContentType, &in.StorageClass, &in.Tagging, &in.ACL)
+	// One request below the part size: its progress is all or nothing.
+	progress := u.log.Progress("upload", o.size)
 	if _, err := u.api.PutObject(ctx, in, unsignedPayload); err != nil {
 		return s3Error(fmt.Sprintf("upload s3://%s/%s", o.bucket, o.key), err)
 	}
+	progress.Add(o.size)
+	progress.Done()
 	done()
 	return nil
 }

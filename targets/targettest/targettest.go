@@ -18,12 +18,15 @@
 // the image returns an error wrapping context.Canceled; an upload whose
 // image fails to read fails; after each of these nothing unfinished is left
 // at the destination (Leftovers), every disk stream the target opened is
-// closed, and no secret appears in the log, result or error.
+// closed, and no secret appears in the log, result or error. A successful
+// upload reports its transfer in the progress file (targets.Log.Progress)
+// and ends it with all of it done.
 package targettest
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -278,8 +281,13 @@ func (s *suite) upload(t *testing.T, ctx context.Context, data []byte, filename 
 		Log:    targets.NewLog(log),
 		Getenv: s.h.Getenv,
 	}
+	progress := filepath.Join(t.TempDir(), "progress")
+	req.Log.ReportProgress(progress)
 	tg := s.h.New(t)
 	res, err := tg.Upload(ctx, req)
+	if err == nil {
+		checkProgress(t, progress)
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Upload did not finish within %s: %v", s.h.Timeout, err)
 	}
@@ -515,4 +523,19 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// checkProgress checks the progress file a successful upload leaves: its
+// transfer reported, complete.
+func checkProgress(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("Upload reported no progress (use req.Log.Progress for the transfer): %v", err)
+		return
+	}
+	var p struct{ Done, Total int64 }
+	if err := json.Unmarshal(b, &p); err != nil || p.Done <= 0 || p.Done != p.Total {
+		t.Errorf("progress file at the end %q: want all of a known total done", b)
+	}
 }

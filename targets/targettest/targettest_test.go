@@ -26,6 +26,7 @@ type dirTarget struct {
 	swallow    bool // hides the cause of a failure (%v, not %w)
 	noClose    bool // never closes the disk stream
 	readsEarly bool // reads the image before checking the data
+	silent     bool // reports no progress
 }
 
 type dirData struct {
@@ -63,7 +64,11 @@ func (d *dirTarget) Upload(ctx context.Context, req targets.Request) (res string
 	json.Unmarshal(req.Data, &v)
 	defer req.Log.Step("copy %s", req.Job.Filename)()
 	var src io.Reader
+	var total int64
 	if d.disk {
+		if total, err = req.Image.DiskSize(ctx); err != nil {
+			return "", err
+		}
 		rc, err := req.Image.OpenDisk(ctx)
 		if err != nil {
 			return "", err
@@ -79,6 +84,15 @@ func (d *dirTarget) Upload(ctx context.Context, req targets.Request) (res string
 		}
 		defer f.Close()
 		src = f
+		if fi, err := f.Stat(); err == nil {
+			total = fi.Size()
+		}
+	}
+	var progress *targets.Progress
+	if d.silent {
+		progress = req.Log.Pass("copy", total)
+	} else {
+		progress = req.Log.Progress("copy", total)
 	}
 	tmp, err := os.CreateTemp(d.dir, ".staging-*")
 	if err != nil {
@@ -99,6 +113,7 @@ func (d *dirTarget) Upload(ctx context.Context, req targets.Request) (res string
 		if _, err := tmp.Write(buf[:n]); err != nil {
 			return "", err
 		}
+		progress.Add(int64(n))
 		if rerr == io.EOF {
 			break
 		}
@@ -106,6 +121,7 @@ func (d *dirTarget) Upload(ctx context.Context, req targets.Request) (res string
 			return "", fmt.Errorf("read image: %w", rerr)
 		}
 	}
+	progress.Done()
 	final := filepath.Join(d.dir, v.Name)
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return "", err
@@ -169,6 +185,8 @@ func TestBadTarget(t *testing.T) {
 		tg.readsEarly = true
 	case "leaky-file":
 		tg.leaky, tg.disk = true, false
+	case "silent":
+		tg.silent = true
 	}
 	Run(t, harness(t, tg))
 }
@@ -180,6 +198,7 @@ func TestSuiteCatchesFlaws(t *testing.T) {
 		"swallow":    "want one wrapping context.Canceled",
 		"noclose":    "disk stream(s) not closed",
 		"readsearly": "read the image before rejecting invalid data",
+		"silent":     "Upload reported no progress",
 	} {
 		t.Run(flaw, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestBadTarget$", "-test.v")

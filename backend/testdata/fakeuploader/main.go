@@ -20,12 +20,13 @@ import (
 // fakeData is the target data: it says how to behave. Keep in sync with
 // backend/main_test.go.
 type fakeData struct {
-	Mode    string // succeed, fail, failnoresult, sleep, stubborn, wait
+	Mode    string // succeed, fail, failnoresult, sleep, stubborn, wait, progress
 	Result  string // result file content
 	Dir     string // shared directory for markers (wait, sleep, stubborn)
 	Invalid string // validate: reject with this message (exit 2)
 	Crash   bool   // validate: fail with exit 1
 	Secret  string // must never show up in argv or logs
+	Total   int64  // progress: bytes to report in steps of 1 MiB every 20 ms
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -118,6 +119,8 @@ func run(args []string) int {
 		select {}
 	case "wait":
 		return wait(d, job, user, result)
+	case "progress":
+		return progress(d, result)
 	}
 	fmt.Println("fake uploader: unknown mode", d.Mode)
 	return 9
@@ -176,6 +179,32 @@ func wait(d fakeData, job, user, result string) int {
 	unlock = lock()
 	os.Remove(filepath.Join(running, job))
 	unlock()
+	os.WriteFile(result, []byte(d.Result+"\n"), 0o644)
+	return 0
+}
+
+// progress reports d.Total bytes in steps of 1 MiB every 20 ms in
+// CLOUDUPLOAD_PROGRESS_FILE, as a real uploader does, and succeeds; SIGTERM
+// stops it.
+func progress(d fakeData, result string) int {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	path := os.Getenv("CLOUDUPLOAD_PROGRESS_FILE")
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for done := int64(0); ; done = min(d.Total, done+1<<20) {
+		writeMarker(path, fmt.Sprintf(`{"done":%d,"total":%d}`, done, d.Total))
+		if done == d.Total {
+			break
+		}
+		select {
+		case <-sigs:
+			fmt.Println("fake uploader: got SIGTERM at", done)
+			os.WriteFile(result, []byte("cancelled\n"), 0o644)
+			return 1
+		case <-t.C:
+		}
+	}
 	os.WriteFile(result, []byte(d.Result+"\n"), 0o644)
 	return 0
 }
