@@ -14,6 +14,7 @@ require (
 	github.com/beevik/etree v1.8.1
 	github.com/klauspost/compress v1.20.3
 	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/term v0.48.0
 )
 
 require (
@@ -29,4 +30,5 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/signin v1.12.2 // indirect
 	github.com/aws/aws-sdk-go-v2/service/sso v1.39.2 // indirect
 	github.com/aws/aws-sdk-go-v2/service/ssooidc v1.44.2 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )

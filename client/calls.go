@@ -283,7 +283,8 @@ func cmp(errs ...error) error {
 }
 
 // Wait polls job id every interval until it is final, calling seen (when
-// not nil) with each document read, and returns the final job. A server
+// not nil) with each document read, and returns the final job (on an
+// error, the last job read). A server
 // that cannot be reached is asked again for up to RetryFor; a refusal (an
 // unknown job) ends the wait at once.
 func (c *Client) Wait(ctx context.Context, id int64, interval time.Duration, seen func(Job)) (Job, error) {
@@ -291,23 +292,26 @@ func (c *Client) Wait(ctx context.Context, id int64, interval time.Duration, see
 		interval = time.Second
 	}
 	var failingSince time.Time
+	var last Job
 	for {
 		job, err := c.Get(ctx, id)
 		var refused *Error
 		switch {
 		case err == nil:
-			failingSince = time.Time{}
-		case errors.As(err, &refused) || ctx.Err() != nil:
-			return job, err
+			failingSince, last = time.Time{}, job
+		case errors.As(err, &refused):
+			return last, err
+		case ctx.Err() != nil:
+			return last, ctx.Err()
 		case failingSince.IsZero():
 			failingSince = time.Now()
 		case time.Since(failingSince) > c.RetryFor:
-			return job, err
+			return last, err
 		}
 		if err != nil {
 			select {
 			case <-ctx.Done():
-				return job, ctx.Err()
+				return last, ctx.Err()
 			case <-time.After(interval):
 			}
 			continue

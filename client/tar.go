@@ -173,29 +173,53 @@ func copyFile(w io.Writer, path string, size int64) error {
 		return err
 	}
 	defer f.Close()
-	changed := func(now int64) error {
-		return fmt.Errorf("%s: %w (%d bytes when planned, %d now)", path, ErrChanged, size, now)
-	}
 	if fi, err := f.Stat(); err != nil {
 		return err
 	} else if fi.Size() != size {
-		return changed(fi.Size())
+		return changed(path, size, fi.Size())
 	}
-	n, err := io.CopyN(w, f, size)
-	if errors.Is(err, io.EOF) {
-		return changed(n)
-	} else if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	var one [1]byte
-	if m, _ := f.Read(one[:]); m > 0 {
-		now := size + 1
-		if fi, err := f.Stat(); err == nil {
-			now = fi.Size()
+	_, err = io.Copy(w, ExactReader(f, size, path))
+	return err
+}
+
+func changed(name string, planned, now int64) error {
+	return fmt.Errorf("%s: %w (%d bytes when planned, %d now)", name, ErrChanged, planned, now)
+}
+
+// ExactReader reads r, which must hold exactly size bytes: fewer or more
+// fail the read with an error wrapping ErrChanged and naming name. It is
+// how a file is sent whose size was announced before it was read.
+func ExactReader(r io.Reader, size int64, name string) io.Reader {
+	return &exactReader{r: r, left: size, size: size, name: name}
+}
+
+type exactReader struct {
+	r          io.Reader
+	left, size int64
+	name       string
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left == 0 {
+		// Announced size reached: the file must end here.
+		var one [1]byte
+		if n, _ := io.ReadFull(e.r, one[:]); n > 0 {
+			return 0, changed(e.name, e.size, e.size+1)
 		}
-		return changed(now)
+		return 0, io.EOF
 	}
-	return nil
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		return n, changed(e.name, e.size, e.size-e.left)
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
 }
 
 // Reader returns the archive as a stream, written by a goroutine as it is
