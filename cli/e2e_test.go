@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload/cli"
 	"github.com/cloudupload/cloudupload/client"
 	"github.com/cloudupload/cloudupload/internal/testutil"
 )
@@ -251,6 +252,27 @@ func TestWaitExitStatus(t *testing.T) {
 	}
 }
 
+// receivingJob creates a job by the skeleton route and starts its PUT,
+// sending 4 KiB of its 1 MiB: the job stays receiving until the test
+// writes the rest to the returned pipe (or closes it).
+func (e *env) receivingJob(c *client.Client) (client.Job, *io.PipeWriter) {
+	t := e.t
+	t.Helper()
+	ctx := context.Background()
+	job, err := c.Skeleton(ctx, "tester", "mirror", client.Build{Project: "P", Repository: "R", Arch: "x86_64", Package: "K", Filename: "slow.raw"},
+		1<<20, []byte(`{"tree": "demo"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	putDone := make(chan error, 1)
+	go func() { putDone <- c.Put(ctx, job.ID, pr, 1<<20) }()
+	t.Cleanup(func() { pw.CloseWithError(io.ErrUnexpectedEOF); <-putDone })
+	pw.Write(make([]byte, 4096))
+	waitFor(t, func() bool { j, _ := c.Get(ctx, job.ID); return j.State == "receiving" })
+	return job, pw
+}
+
 // TestKill kills a job while its image is still being received: wait and
 // log -f, started before, end with status 1, and the job is failed, killed.
 func TestKill(t *testing.T) {
@@ -259,18 +281,7 @@ func TestKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	job, err := c.Skeleton(ctx, "tester", "mirror", client.Build{Project: "P", Repository: "R", Arch: "x86_64", Package: "K", Filename: "slow.raw"},
-		1<<20, []byte(`{"tree": "demo"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	putDone := make(chan error, 1)
-	go func() { putDone <- c.Put(ctx, job.ID, pr, 1<<20) }()
-	pw.Write(make([]byte, 4096)) // the job is receiving, and stays so
-	waitFor(t, func() bool { j, _ := c.Get(ctx, job.ID); return j.State == "receiving" })
+	job, _ := e.receivingJob(c)
 
 	type bg struct {
 		name string
@@ -297,11 +308,53 @@ func TestKill(t *testing.T) {
 			t.Fatalf("%s did not end after the kill", b.name)
 		}
 	}
-	pw.CloseWithError(io.ErrUnexpectedEOF)
-	<-putDone
 	// Killing a finished job leaves it as it is.
 	if j := decodeJob(t, e.ok("kill", "--json", job.Name()).stdout); j.State != "failed" || j.Details != "killed" {
 		t.Errorf("second kill: %+v", j)
+	}
+}
+
+// TestFollowOnTerminal runs log -f in this process with stderr taken for
+// an 80-column terminal: while the job receives its image, a status line
+// is drawn and redrawn in place; once the image is complete the real
+// uploader's log is printed and the line is taken off the screen.
+func TestFollowOnTerminal(t *testing.T) {
+	e := start(t)
+	c, err := client.New(e.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, pw := e.receivingJob(c)
+	var stdout, stderr testutil.SyncBuffer
+	app := &cli.App{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr,
+		Getenv:   func(k string) string { return map[string]string{cli.EnvURL: e.url, "HOME": e.home}[k] },
+		Terminal: func(w io.Writer) (bool, int) { return w == &stderr, 80 }}
+	done := make(chan int, 1)
+	go func() { done <- app.Run(context.Background(), []string{"log", "-f", job.Name()}) }()
+	// Send the rest slowly, so that the follower draws its line a few times.
+	rest := 1<<20 - 4096
+	for i := 0; i < 8; i++ {
+		pw.Write(make([]byte, rest/8))
+		time.Sleep(150 * time.Millisecond)
+	}
+	pw.Write(make([]byte, rest-rest/8*8))
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("log -f: exit %d, stderr %q", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("log -f did not end")
+	}
+	screen := stderr.String()
+	if strings.Count(screen, "\r\x1b[K"+fmt.Sprintf("job %d receiving", job.ID)) < 2 {
+		t.Errorf("no status line redrawn while receiving: %q", screen)
+	}
+	if !strings.HasSuffix(screen, fmt.Sprintf("\r\x1b[Kjob %d succeeded", job.ID)+screen[strings.LastIndex(screen, " after "):]) {
+		t.Errorf("the status line was not cleared before the outcome: %q", screen)
+	}
+	if !strings.Contains(stdout.String(), "uploader succeeded") {
+		t.Errorf("log: %q", stdout.String())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cloudupload/cloudupload"
@@ -83,31 +84,44 @@ func (c *Client) Skeleton(ctx context.Context, user, target string, b Build, siz
 // Put sends the image of a job made by Skeleton: exactly size bytes read
 // from image. When image fails (a file that changed size, say), that error
 // is returned rather than the broken connection it causes; the server then
-// fails the job for its short image.
+// fails the job for its short image. Once the server has accepted the
+// image (all size bytes), Put succeeds.
 func (c *Client) Put(ctx context.Context, id int64, image io.Reader, size int64) error {
 	br := &bodyReader{r: image}
 	op := "send image of job " + strconv.FormatInt(id, 10)
 	_, err := c.document(ctx, request{op: op, method: http.MethodPut, path: jobPath(id),
 		body: br, size: size, ctype: "application/octet-stream", stream: true})
-	if br.err != nil {
-		return br.err
+	if berr := br.error(); err != nil && berr != nil {
+		return berr
 	}
 	return err
 }
 
 // bodyReader remembers the error of the request body, which the HTTP
-// client would hide behind a broken connection.
+// client would hide behind a broken connection. The transport may still
+// read the body after the answer came: err is guarded.
 type bodyReader struct {
 	r   io.Reader
+	mu  sync.Mutex
 	err error
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
-		b.err = err
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
 	}
 	return n, err
+}
+
+func (b *bodyReader) error() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 // Get returns job id.
