@@ -97,9 +97,10 @@ type Options struct {
 	Links     []string // link names in the series directory
 	BuildInfo []byte   // BUILD-INFO.txt content, nil for none; parses with package buildinfo
 	Retention string
+	Unpack    bool // the image is a tar archive whose tree is the build (see unpack.go)
 }
 
-var knownFields = []string{"tree", "series", "build_id", "result", "area", "links", "build_info", "retention"}
+var knownFields = []string{"tree", "series", "build_id", "result", "area", "links", "build_info", "retention", "unpack"}
 
 func invalid(format string, args ...any) error {
 	return cloudupload.Errorf(cloudupload.EINVALID, format, args...)
@@ -261,6 +262,13 @@ func ParseOptions(job targets.Job, data []byte, getenv func(string) string, now 
 		}
 	}
 
+	// unpack
+	if v, ok := raw["unpack"]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &o.Unpack); err != nil {
+			return nil, invalid("unpack must be true or false")
+		}
+	}
+
 	// The published file's name; `clouduploader validate` may not know it
 	// (the daemon passes no filename), Upload always does.
 	if job.Filename == "" {
@@ -268,6 +276,12 @@ func ParseOptions(job targets.Job, data []byte, getenv func(string) string, now 
 	}
 	if err := cloudupload.CheckName("filename", job.Filename); err != nil {
 		return nil, err
+	}
+	if o.Unpack {
+		if !IsTarName(job.Filename) {
+			return nil, invalid("unpack needs a tar archive, and %q is not named like one (%s)", job.Filename, strings.Join(tarSuffixes, ", "))
+		}
+		return o, nil // the archive's name is not published
 	}
 	if contains(reserved, job.Filename) {
 		return nil, invalid("filename %q is reserved in a mirror build (reserved: %s)", job.Filename, strings.Join(reserved, ", "))

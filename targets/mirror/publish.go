@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,6 +26,67 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 	if log == nil {
 		log = targets.NewLog(io.Discard)
 	}
+	return publish(ctx, o, log, func(staging string, prev *dedupIndex) (*staged, error) {
+		fileDir := staging
+		rel := filename
+		if o.Area != "" {
+			fileDir = filepath.Join(staging, o.Area)
+			rel = o.Area + "/" + filename
+			if err := os.Mkdir(fileDir, 0o755); err != nil {
+				return nil, err
+			}
+		}
+		dst := filepath.Join(fileDir, filename)
+		sum, size, err := copyFile(ctx, src, dst, log, filename)
+		if err != nil {
+			return nil, err
+		}
+		st := &staged{sums: map[string][32]byte{rel: sum}, rel: rel, size: size}
+		// Dedup before the copy is fsynced: when the newest build has this
+		// file, the copy is replaced by a hard link to its copy and dropped
+		// while (mostly) still in the page cache. No lock is needed: a link
+		// to a file that prune removes afterwards keeps its content, and a
+		// failed link just keeps the copy.
+		deduped := prev.link(dst, sum, size, log)
+		if !deduped {
+			if err := syncFile(dst); err != nil {
+				return nil, err
+			}
+			// Under the lock, a build published meanwhile may hold the
+			// file: dedup again (the copy is already on disk: this only
+			// saves space).
+			st.again = func(prev *dedupIndex) { prev.link(dst, sum, size, log) }
+		}
+		if o.BuildInfo != nil {
+			if err := writeBuildInfo(staging, path.Dir(rel), o.BuildInfo, st.sums, log); err != nil {
+				return nil, err
+			}
+			if bi, _ := buildinfo.Parse(o.BuildInfo); bi.Match(filename) == nil {
+				log.Printf("warning: BUILD-INFO.txt has no block for %s: downloads of it will be denied", filename)
+			}
+		}
+		if o.Area != "" {
+			st.dirs = append(st.dirs, fileDir)
+		}
+		return st, nil
+	})
+}
+
+// staged is what a fill function of publish put in the staging directory.
+type staged struct {
+	sums  map[string][32]byte // MANIFEST: path relative to the build → sha256
+	rel   string              // the result's path below the build directory ("" for the build)
+	size  int64               // bytes published, for the log
+	dirs  []string            // directories below the staging directory to fsync before the rename
+	again func(*dedupIndex)   // called under the lock with a build published meanwhile; may be nil
+}
+
+// publish makes the staging directory, has fill put the build's files in
+// it (given the newest build of the series for dedup, or nil), adds RESULT
+// and RETENTION, and then under the series lock writes the MANIFEST, renames
+// the build into place and moves the links. Until the rename, any failure
+// removes the staging directory and changes nothing else.
+func publish(ctx context.Context, o *Options, log *targets.Log, fill func(staging string, prev *dedupIndex) (*staged, error)) (string, error) {
 	st, err := os.Stat(o.Tree.Dir)
 	if err != nil || !st.IsDir() {
 		return "", cloudupload.Errorf(cloudupload.EINTERNAL, "mirror tree %s is not available on the server", o.Tree.Name)
@@ -57,59 +119,23 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 	if err := os.Chmod(staging, 0o755); err != nil {
 		return "", err
 	}
-	fileDir := staging
-	rel := filename
-	if o.Area != "" {
-		fileDir = filepath.Join(staging, o.Area)
-		rel = o.Area + "/" + filename
-		if err := os.Mkdir(fileDir, 0o755); err != nil {
-			return "", err
-		}
-	}
 
-	// 1. The file, copied as received, hashed on the way.
-	sums := map[string][32]byte{}
-	sum, size, err := copyFile(ctx, src, filepath.Join(fileDir, filename), log, filename)
+	// 1. The build's files.
+	var prev *dedupIndex
+	if b, ok := newestBuild(seriesDir); ok {
+		prev = loadDedup(b)
+	}
+	s, err := fill(staging, prev)
 	if err != nil {
 		return "", err
 	}
-	sums[rel] = sum
-	// Dedup before the copy is fsynced: when the newest build has this
-	// file, the copy is replaced by a hard link to its copy and dropped
-	// while (mostly) still in the page cache. No lock is needed: a link to a file that prune removes
-	// afterwards keeps its content, and a failed link just keeps the copy.
-	deduped := false
-	if prev, ok := newestBuild(seriesDir); ok {
-		deduped = dedup(prev, filepath.Join(fileDir, filename), sum, size, log)
-	}
-	if !deduped {
-		if err := syncFile(filepath.Join(fileDir, filename)); err != nil {
-			return "", err
-		}
-	}
 
-	// 2. BUILD-INFO.txt, the result marker, the retention class.
-	if o.BuildInfo != nil {
-		bi, err := buildinfo.Parse(o.BuildInfo)
-		if err != nil {
-			return "", cloudupload.Errorf(cloudupload.EINVALID, "build_info does not parse: %v", err)
-		}
-		for _, w := range bi.Warnings() {
-			log.Printf("BUILD-INFO.txt: %s", w)
-		}
-		if bi.Match(filename) == nil {
-			log.Printf("warning: BUILD-INFO.txt has no block for %s: downloads of it will be denied", filename)
-		}
-		p := strings.TrimSuffix(rel, filename) + BuildInfoName
-		if sums[p], err = writeSmall(filepath.Join(staging, filepath.FromSlash(p)), o.BuildInfo); err != nil {
-			return "", err
-		}
-	}
-	if sums[ResultName], err = writeSmall(filepath.Join(staging, ResultName), []byte(o.Result+"\n")); err != nil {
+	// 2. The result marker, the retention class.
+	if s.sums[ResultName], err = writeSmall(filepath.Join(staging, ResultName), []byte(o.Result+"\n")); err != nil {
 		return "", err
 	}
 	if o.Retention != "" {
-		if sums[RetentionName], err = writeSmall(filepath.Join(staging, RetentionName), []byte(o.Retention+"\n")); err != nil {
+		if s.sums[RetentionName], err = writeSmall(filepath.Join(staging, RetentionName), []byte(o.Retention+"\n")); err != nil {
 			return "", err
 		}
 	}
@@ -128,11 +154,9 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 	if err != nil {
 		return "", err
 	}
-	if !deduped {
-		// A build published meanwhile may hold the file: dedup again (the
-		// copy is already on disk: this only saves space).
-		if prev, ok := newestBuild(seriesDir); ok {
-			dedup(prev, filepath.Join(fileDir, filename), sum, size, log)
+	if s.again != nil {
+		if b, ok := newestBuild(seriesDir); ok && (prev == nil || b.ID != prev.build.ID) {
+			s.again(loadDedup(b))
 		}
 	}
 	for _, l := range o.Links {
@@ -141,11 +165,11 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 			return "", cloudupload.Errorf(cloudupload.EINVALID, "links: %s in series %s exists and is not a link", l, o.Series)
 		}
 	}
-	if err := writeManifest(staging, sums); err != nil {
+	if err := writeManifest(staging, s.sums); err != nil {
 		return "", err
 	}
-	if o.Area != "" {
-		if err := syncDir(fileDir); err != nil {
+	for _, d := range s.dirs {
+		if err := syncDir(d); err != nil {
 			return "", err
 		}
 	}
@@ -163,8 +187,11 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 	if err := syncDir(seriesDir); err != nil {
 		return "", err
 	}
-	result := fmt.Sprintf("%s:%s/%s/%s", o.Tree.Name, o.Series, id, rel)
-	log.Printf("published %s (%s, result %s)", result, targets.MiB(size), o.Result)
+	result := fmt.Sprintf("%s:%s/%s", o.Tree.Name, o.Series, id)
+	if s.rel != "" {
+		result += "/" + s.rel
+	}
+	log.Printf("published %s (%s, result %s)", result, targets.MiB(s.size), o.Result)
 
 	// 4. Links: only for a successful build, only forward.
 	if o.Result != "success" {
@@ -190,6 +217,25 @@ func Publish(ctx context.Context, o *Options, src, filename string, log *targets
 		return "", err
 	}
 	return result, nil
+}
+
+// writeBuildInfo writes text (which must parse) as BUILD-INFO.txt in the
+// directory dir of the build (relative, "" for the build's root) and adds
+// it to sums; a BUILD-INFO.txt already there is an error.
+func writeBuildInfo(staging, dir string, text []byte, sums map[string][32]byte, log *targets.Log) error {
+	bi, err := buildinfo.Parse(text)
+	if err != nil {
+		return cloudupload.Errorf(cloudupload.EINVALID, "build_info does not parse: %v", err)
+	}
+	for _, w := range bi.Warnings() {
+		log.Printf("BUILD-INFO.txt: %s", w)
+	}
+	rel := path.Join(dir, BuildInfoName)
+	if _, ok := sums[rel]; ok {
+		return cloudupload.Errorf(cloudupload.EINVALID, "build_info is given and the archive holds %s too: give one of them", rel)
+	}
+	sums[rel], err = writeSmall(filepath.Join(staging, filepath.FromSlash(rel)), text)
+	return err
 }
 
 // mkdirAllSync creates root/segs… as needed, fsyncing the parent of each
@@ -320,40 +366,60 @@ func writeManifest(dir string, sums map[string][32]byte) error {
 	return err
 }
 
-// dedup replaces the staged file path by a hard link to a file of prev with
-// the same sha256 (from prev's MANIFEST) and size. Failing that, the copy
-// stays: dedup only saves space.
-func dedup(prev Build, path string, sum [32]byte, size int64, log *targets.Log) bool {
-	m, err := readManifest(filepath.Join(prev.Dir, ManifestName))
+// dedupIndex finds the files of a published build by sha256, from its
+// MANIFEST (read once).
+type dedupIndex struct {
+	build Build
+	bySum map[[32]byte][]string // sha256 → paths relative to the build, sorted
+}
+
+// loadDedup reads the MANIFEST of build b; nil when it cannot be read.
+func loadDedup(b Build) *dedupIndex {
+	m, err := readManifest(filepath.Join(b.Dir, ManifestName))
 	if err != nil {
-		return false
+		return nil
 	}
-	var names []string
+	d := &dedupIndex{build: b, bySum: make(map[[32]byte][]string, len(m))}
 	for name, s := range m {
-		if s == sum {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
 		if strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
 			continue
 		}
-		old := filepath.Join(prev.Dir, filepath.FromSlash(name))
+		d.bySum[s] = append(d.bySum[s], name)
+	}
+	for _, names := range d.bySum {
+		sort.Strings(names)
+	}
+	return d
+}
+
+// link replaces the staged file path by a hard link to a file of the build
+// with the same sha256 and size, and reports whether it did. Failing that,
+// the copy stays: dedup only saves space. A nil index links nothing; a nil
+// log logs nothing.
+func (d *dedupIndex) link(path string, sum [32]byte, size int64, log *targets.Log) bool {
+	if d == nil {
+		return false
+	}
+	for _, name := range d.bySum[sum] {
+		old := filepath.Join(d.build.Dir, filepath.FromSlash(name))
 		st, err := os.Lstat(old)
 		if err != nil || !st.Mode().IsRegular() || st.Size() != size {
 			continue
 		}
 		tmp := path + ".dedup"
 		if err := os.Link(old, tmp); err != nil {
-			log.Printf("dedup: cannot hard-link to build %s: %v", prev.ID, err)
+			if log != nil {
+				log.Printf("dedup: cannot hard-link to build %s: %v", d.build.ID, err)
+			}
 			return false
 		}
 		if err := os.Rename(tmp, path); err != nil {
 			os.Remove(tmp)
 			return false
 		}
-		log.Printf("dedup: %s is unchanged since build %s: hard-linked to its copy", filepath.Base(path), prev.ID)
+		if log != nil {
+			log.Printf("dedup: %s is unchanged since build %s: hard-linked to its copy", filepath.Base(path), d.build.ID)
+		}
 		return true
 	}
 	return false
