@@ -19,5 +19,7 @@ if ! command -v rclone >/dev/null || ! command -v aws >/dev/null; then
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 	fi
 fi
+# Includes targets/mirror BenchmarkUnpack: an "unpack" publication of a 256 MiB
+# build archive against tar -x + sha256sum + sync of the same archive.
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(go version)" | tee "$out/bench.txt"
 go test -p 1 -run "^$" -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1x}" -count 1 -timeout 60m ./... 2>&1 | tee -a "$out/bench.txt"

@@ -21,6 +21,7 @@
 //	  "links":      ["latest", "latest_build"],
 //	  "build_info": "Format-Version: 0.5\n…"  or {"license_type": "open"}
 //	  "retention":  "master"                a class name for prune
+//	  "unpack":     true                    the image is a tar archive: publish its tree
 //	}
 //
 // Every segment of series, the build id and each link name follow
@@ -44,6 +45,21 @@
 //
 // A policy is one block, for files_pattern (default "*": every file and the
 // listing); a protected policy needs auth_groups or license_text.
+//
+// # Whole builds (unpack)
+//
+// With "unpack": true the image must be named like a tar archive (.tar,
+// .tar.gz/.tgz, .tar.xz/.txz, .tar.zst/.tzst; checked by Check). It is
+// streamed through uploader/image.OpenStream (decompressed on the fly, never
+// copied) and its tree becomes the build, below <area>/ when area is given;
+// the result is "<tree>:<series>/<build_id>[/<area>]". Each entry is checked
+// before it is written, all in the staging directory (see PublishArchive for
+// what is refused); a BUILD-INFO.txt in the archive must parse and governs
+// its own directory; build_info in the target data is written at the
+// archive's root and may not meet one from the archive there. Every regular
+// file is in the MANIFEST (symlinks are not) and is hard-linked to the
+// newest build's copy when unchanged. Files are fsynced together after the
+// last entry, before the MANIFEST and the rename.
 //
 // # Layout
 //
