@@ -539,8 +539,9 @@ func (a *App) follow(ctx context.Context, c *client.Client, s *settings, id int6
 	var stop func()
 	if m.tty {
 		var e estimator
+		p := c.Poller(id)
 		draw := func() {
-			if j, err := c.Get(ctx, id); err == nil && !j.State.Final() {
+			if j, err := p.Get(ctx); err == nil && !j.State.Final() {
 				m.show(fmt.Sprintf("job %d %s", id, j.State), e.figures(j, time.Now()))
 			}
 		}

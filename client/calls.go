@@ -300,15 +300,17 @@ func cmp(errs ...error) error {
 // not nil) with each document read, and returns the final job (on an
 // error, the last job read). A server
 // that cannot be reached is asked again for up to RetryFor; a refusal (an
-// unknown job) ends the wait at once.
+// unknown job) ends the wait at once. It polls with a Poller: a document
+// that did not change costs the server a 304.
 func (c *Client) Wait(ctx context.Context, id int64, interval time.Duration, seen func(Job)) (Job, error) {
 	if interval <= 0 {
 		interval = time.Second
 	}
 	var failingSince time.Time
 	var last Job
+	p := c.Poller(id)
 	for {
-		job, err := c.Get(ctx, id)
+		job, err := p.Get(ctx)
 		var refused *Error
 		switch {
 		case err == nil:
@@ -350,4 +352,46 @@ func (c *Client) parseJob(op string, doc []byte) (Job, error) {
 		return j, &ServerError{Op: op, Err: err}
 	}
 	return j, nil
+}
+
+// Poller reads one job again and again, cheaply: it sends the ETag of the
+// last document it read, and a server that supports it answers 304 Not
+// Modified when nothing changed (an older server simply sends the
+// document). Not safe for concurrent use.
+type Poller struct {
+	c    *Client
+	id   int64
+	etag string
+	job  Job
+}
+
+// Poller returns a Poller of job id.
+func (c *Client) Poller(id int64) *Poller { return &Poller{c: c, id: id} }
+
+// Get returns the job as it is now.
+func (p *Poller) Get(ctx context.Context) (Job, error) {
+	op := "job " + strconv.FormatInt(p.id, 10)
+	r := request{op: op, method: http.MethodGet, path: jobPath(p.id)}
+	if p.etag != "" {
+		r.headers = map[string]string{"If-None-Match": p.etag}
+	}
+	resp, cancel, err := p.c.do(ctx, r)
+	if err != nil {
+		return Job{}, err
+	}
+	defer cancel()
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && p.etag != "" {
+		return p.job, nil
+	}
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(io.LimitReader(resp.Body, MaxDocument+1)); err != nil {
+		return Job{}, &ServerError{Op: op, Err: err}
+	}
+	job, err := p.c.parseJob(op, b.Bytes())
+	if err != nil {
+		return job, err
+	}
+	p.job, p.etag = job, resp.Header.Get("ETag")
+	return job, nil
 }

@@ -54,15 +54,14 @@ func (j *Job) CreatedTime() time.Time {
 	return time.Unix(j.Created, 0)
 }
 
-// Transfer elements: the names a server may use after OBS's elements for
-// bytes done, bytes total, rate (bytes/s) and ETA (seconds). The first
-// name in each list is the preferred one; the others are accepted so that
-// the client keeps working whichever spelling the server settles on.
-var (
-	doneTags  = []string{"bytes_done", "progress_bytes", "done", "bytesdone", "bytes-done"}
-	totalTags = []string{"bytes_total", "progress_total", "total", "bytestotal", "bytes-total"}
-	rateTags  = []string{"rate", "bytes_per_second", "rate_bytes", "speed"}
-	etaTags   = []string{"eta", "eta_seconds", "remaining_seconds"}
+// The elements a server of this project adds after OBS's for the
+// transfer: bytes done, bytes total, rate (bytes/s), ETA (seconds). Each
+// is omitted when zero or unknown.
+const (
+	doneTag  = "bytesdone"
+	totalTag = "bytestotal"
+	rateTag  = "bytespersecond"
+	etaTag   = "etaseconds"
 )
 
 // xmlJob is the wire form: the name attribute and every child element.
@@ -138,6 +137,9 @@ func (x *xmlJob) job() (Job, error) {
 		return j, fmt.Errorf("job %d: unknown state %q", id, oneLine(string(j.State)))
 	}
 	j.Transfer = transferOf(j.Extra)
+	if len(j.Extra) == 0 {
+		j.Extra = nil
+	}
 	return j, nil
 }
 
@@ -152,34 +154,26 @@ func parsePercent(v string) (int, error) {
 	return int(min(max(f, 0), 100)), nil
 }
 
-// transferOf finds the transfer figures among the extra elements.
+// transferOf finds the transfer figures among the extra elements; nil
+// when the server sent none (an older server, or OBS).
 func transferOf(extra map[string]string) *Transfer {
 	var t Transfer
-	lookup := func(tags []string) (float64, bool) {
-		for _, tag := range tags {
-			if v, ok := extra[tag]; ok {
-				if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
-					return f, true
-				}
-			}
-		}
-		return 0, false
-	}
 	found := false
-	if v, ok := lookup(doneTags); ok {
-		t.Done, found = int64(v), true
+	get := func(tag string) float64 {
+		f, err := strconv.ParseFloat(extra[tag], 64)
+		if err != nil || f < 0 {
+			return 0
+		}
+		found = true
+		return f
 	}
-	if v, ok := lookup(totalTags); ok {
-		t.Total, found = int64(v), true
-	}
-	if v, ok := lookup(rateTags); ok {
-		t.Rate, found = v, true
-	}
-	if v, ok := lookup(etaTags); ok {
-		t.ETA, found = v, true
-	}
+	t.Done, t.Total = int64(get(doneTag)), int64(get(totalTag))
+	t.Rate, t.ETA = get(rateTag), get(etaTag)
 	if !found {
 		return nil
+	}
+	for _, tag := range []string{doneTag, totalTag, rateTag, etaTag} {
+		delete(extra, tag)
 	}
 	return &t
 }

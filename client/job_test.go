@@ -25,10 +25,10 @@ func TestParseJob(t *testing.T) {
   <filename>rpm.raw.xz</filename>
   <size>1690860</size>
   <pid>18788</pid>
-  <bytes_done>710161</bytes_done>
-  <bytes_total>1690860</bytes_total>
-  <rate>1048576.5</rate>
-  <eta>12</eta>
+  <bytesdone>710161</bytesdone>
+  <bytestotal>1690860</bytestotal>
+  <bytespersecond>1048576</bytespersecond>
+  <etaseconds>12</etaseconds>
   <client>ci</client>
 </clouduploadjob>
 `
@@ -40,10 +40,10 @@ func TestParseJob(t *testing.T) {
 		j.Project != "Base:System" || j.Size != 1690860 || j.Pid != 18788 || j.Filename != "rpm.raw.xz" {
 		t.Errorf("job: %+v", j)
 	}
-	if tr := j.Transfer; tr == nil || tr.Done != 710161 || tr.Total != 1690860 || tr.Rate != 1048576.5 || tr.ETA != 12 {
+	if tr := j.Transfer; tr == nil || tr.Done != 710161 || tr.Total != 1690860 || tr.Rate != 1048576 || tr.ETA != 12 {
 		t.Errorf("transfer: %+v", j.Transfer)
 	}
-	if j.Extra["client"] != "ci" {
+	if j.Extra["client"] != "ci" || len(j.Extra) != 1 {
 		t.Errorf("extra: %v", j.Extra)
 	}
 
