@@ -518,11 +518,7 @@ func init() {
 		if follow {
 			return a.follow(ctx, c, s, id)
 		}
-		b, err := c.Log(ctx, id, 0)
-		if err != nil {
-			return err
-		}
-		_, err = a.Stdout.Write(b)
+		_, err = c.Log(ctx, id, 0, a.Stdout)
 		return err
 	}
 }

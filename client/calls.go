@@ -196,12 +196,26 @@ func (c *Client) Kill(ctx context.Context, id int64) (Job, error) {
 	return c.Get(ctx, id)
 }
 
-// Log returns the log of job id as it is now, from byte offset start
-// (negative: that many bytes from the end), at most MaxDocument bytes.
-func (c *Client) Log(ctx context.Context, id int64, start int64) ([]byte, error) {
+// Log writes the log of job id as it is now to w, from byte offset start
+// (negative: that many bytes from the end), streamed (a log of any size
+// takes no memory), and returns the number of bytes written.
+func (c *Client) Log(ctx context.Context, id int64, start int64, w io.Writer) (int64, error) {
 	q := url.Values{"nostream": {"1"}, "start": {strconv.FormatInt(start, 10)}}
-	return c.document(ctx, request{op: "log of job " + strconv.FormatInt(id, 10), method: http.MethodGet,
-		path: jobPath(id) + "/_log", query: q})
+	op := "log of job " + strconv.FormatInt(id, 10)
+	resp, cancel, err := c.do(ctx, request{op: op, method: http.MethodGet, path: jobPath(id) + "/_log", query: q, stream: true})
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	defer resp.Body.Close()
+	n, err := io.Copy(markWriter{w}, resp.Body)
+	var we *writeError
+	if errors.As(err, &we) {
+		return n, we.err
+	} else if err != nil {
+		return n, &ServerError{Op: op, Err: err}
+	}
+	return n, nil
 }
 
 // FollowLog writes the log of job id to w from byte offset start as it
@@ -241,12 +255,8 @@ func (c *Client) FollowLog(ctx context.Context, id int64, start int64, w io.Writ
 			// Everything written before the job ended was sent
 			// unless the stream broke: then fetch the rest.
 			if err != nil {
-				rest, lerr := c.Log(ctx, id, offset)
-				if lerr != nil {
+				if _, lerr := c.Log(ctx, id, offset, w); lerr != nil {
 					return job, lerr
-				}
-				if _, werr := w.Write(rest); werr != nil {
-					return job, werr
 				}
 			}
 			return job, nil
