@@ -48,6 +48,7 @@ func New(baseURL, token string) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.WriteBufferSize = 64 << 10 // images: fewer, larger writes than the default 4 KiB
 	return &Client{base: u, token: token, http: &http.Client{Transport: tr}, RequestTimeout: time.Minute, RetryFor: time.Minute}, nil
 }
 

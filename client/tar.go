@@ -2,6 +2,7 @@ package client
 
 import (
 	"archive/tar"
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -145,6 +146,7 @@ var ErrChanged = errors.New("changed while being pushed")
 func (a *TarArchive) WriteTo(w io.Writer) (int64, error) {
 	c := &countWriter{}
 	tw := tar.NewWriter(io.MultiWriter(w, c))
+	buf := make([]byte, copyBuffer)
 	for _, e := range a.entries {
 		if err := tw.WriteHeader(e.hdr); err != nil {
 			return c.n, fmt.Errorf("%s: %w", e.path, err)
@@ -152,7 +154,7 @@ func (a *TarArchive) WriteTo(w io.Writer) (int64, error) {
 		if e.hdr.Typeflag != tar.TypeReg {
 			continue
 		}
-		if err := copyFile(tw, e.path, e.hdr.Size); err != nil {
+		if err := copyFile(tw, e.path, e.hdr.Size, buf); err != nil {
 			return c.n, err
 		}
 	}
@@ -165,9 +167,13 @@ func (a *TarArchive) WriteTo(w io.Writer) (int64, error) {
 	return c.n, nil
 }
 
-// copyFile copies exactly size bytes of the file at path to w and checks
-// that there is no more.
-func copyFile(w io.Writer, path string, size int64) error {
+// copyBuffer is the size of the reads of files and of the pipe of Reader:
+// large enough that a stream costs few system calls and goroutine switches.
+const copyBuffer = 1 << 20
+
+// copyFile copies exactly size bytes of the file at path to w through buf
+// and checks that there is no more.
+func copyFile(w io.Writer, path string, size int64, buf []byte) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -178,7 +184,9 @@ func copyFile(w io.Writer, path string, size int64) error {
 	} else if fi.Size() != size {
 		return changed(path, size, fi.Size())
 	}
-	_, err = io.Copy(w, ExactReader(f, size, path))
+	// Hide w's ReadFrom, if any, so that buf is used for every file
+	// instead of a buffer allocated per file.
+	_, err = io.CopyBuffer(struct{ io.Writer }{w}, ExactReader(f, size, path), buf)
 	return err
 }
 
@@ -223,13 +231,18 @@ func (e *exactReader) Read(p []byte) (int, error) {
 }
 
 // Reader returns the archive as a stream, written by a goroutine as it is
-// read. Close it when done, whether or not it was read to the end, so that
-// the goroutine ends.
+// read. Reads are buffered (1 MiB), so that a reader taking small pieces
+// (an HTTP transport) does not make the writer switch for each. Close it
+// when done, whether or not it was read to the end, so that the goroutine
+// ends.
 func (a *TarArchive) Reader() io.ReadCloser {
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := a.WriteTo(pw)
 		pw.CloseWithError(err)
 	}()
-	return pr
+	return struct {
+		io.Reader
+		io.Closer
+	}{bufio.NewReaderSize(pr, copyBuffer), pr}
 }
