@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 // env is a real cloudupload-server with the real clouduploader, a build
 // root holding one image and a mirror tree "demo", and the built client.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string
 	url    string
 	root   string // build root
@@ -38,7 +38,7 @@ type env struct {
 	history testutil.SyncBuffer // the client's runs, shown when the test fails
 }
 
-func start(t *testing.T, serverArgs ...string) *env {
+func start(t testing.TB, serverArgs ...string) *env {
 	t.Helper()
 	e := &env{t: t, bin: testutil.BuildCommands(t, "cloudupload-server", "clouduploader", "cloudupload")}
 	dir := t.TempDir()
@@ -111,7 +111,7 @@ func (e *env) dataFile(data string) string {
 	return p
 }
 
-func decodeJob(t *testing.T, s string) client.Job {
+func decodeJob(t testing.TB, s string) client.Job {
 	t.Helper()
 	var j client.Job
 	if err := json.Unmarshal([]byte(s), &j); err != nil {
@@ -358,7 +358,7 @@ func TestFollowOnTerminal(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
