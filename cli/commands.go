@@ -87,6 +87,16 @@ func jobID(args []string) (int64, error) {
 	return id, nil
 }
 
+// jobClient parses the job id of show, log, kill and wait and connects.
+func jobClient(s *settings, args []string) (int64, *client.Client, error) {
+	id, err := jobID(args)
+	if err != nil {
+		return 0, nil, err
+	}
+	c, err := connect(s)
+	return id, c, err
+}
+
 var cmdSubmit = &command{
 	name: "submit", args: "PROJECT/REPOSITORY/ARCH/PACKAGE/FILENAME",
 	summary: "create a job for an image of the server's build tree or repository server",
@@ -228,6 +238,9 @@ func (i *image) Close() error { return i.r.Close() }
 // goes to the mirror target only, which unpacks it ("unpack": true added
 // to its target data).
 func openImage(path, target string, data []byte) (*image, error) {
+	if path == "-" {
+		return nil, usagef("push: the image's size must be known before it is sent: give a file or a directory, not stdin")
+	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -445,11 +458,7 @@ var cmdShow = &command{name: "show", args: "ID", summary: "show one job"}
 
 func init() {
 	cmdShow.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, err := jobID(args)
-		if err != nil {
-			return err
-		}
-		c, err := connect(s)
+		id, c, err := jobClient(s, args)
 		if err != nil {
 			return err
 		}
@@ -507,11 +516,7 @@ func init() {
 		fs.BoolVar(&follow, "f", false, "short for --follow")
 	}
 	cmdLog.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, err := jobID(args)
-		if err != nil {
-			return err
-		}
-		c, err := connect(s)
+		id, c, err := jobClient(s, args)
 		if err != nil {
 			return err
 		}
@@ -577,11 +582,7 @@ var cmdKill = &command{name: "kill", args: "ID", summary: "kill a job (it ends f
 
 func init() {
 	cmdKill.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, err := jobID(args)
-		if err != nil {
-			return err
-		}
-		c, err := connect(s)
+		id, c, err := jobClient(s, args)
 		if err != nil {
 			return err
 		}
@@ -606,11 +607,7 @@ func init() {
 		fs.DurationVar(&timeout, "timeout", 0, "give up after this long (exit 4); 0: wait as long as it takes")
 	}
 	cmdWait.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, err := jobID(args)
-		if err != nil {
-			return err
-		}
-		c, err := connect(s)
+		id, c, err := jobClient(s, args)
 		if err != nil {
 			return err
 		}

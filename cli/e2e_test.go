@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,8 +21,36 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testutil.RemoveBuilt()
+	if bin.dir != "" {
+		os.RemoveAll(bin.dir)
+	}
 	os.Exit(code)
+}
+
+// bin holds cloudupload-server, clouduploader and cloudupload, built once
+// per test binary.
+var bin struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func buildCommands(t testing.TB) string {
+	t.Helper()
+	bin.once.Do(func() {
+		if bin.dir, bin.err = os.MkdirTemp("", "cloudupload-cli-test"); bin.err != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", bin.dir+"/", "github.com/cloudupload/cloudupload/cmd/cloudupload-server",
+			"github.com/cloudupload/cloudupload/cmd/clouduploader", "github.com/cloudupload/cloudupload/cmd/cloudupload")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			bin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if bin.err != nil {
+		t.Fatal(bin.err)
+	}
+	return bin.dir
 }
 
 // env is a real cloudupload-server with the real clouduploader, a build
@@ -40,7 +69,7 @@ type env struct {
 
 func start(t testing.TB, serverArgs ...string) *env {
 	t.Helper()
-	e := &env{t: t, bin: testutil.BuildCommands(t, "cloudupload-server", "clouduploader", "cloudupload")}
+	e := &env{t: t, bin: buildCommands(t)}
 	dir := t.TempDir()
 	e.root, e.mirror, e.home = filepath.Join(dir, "build"), filepath.Join(dir, "mirror"), filepath.Join(dir, "home")
 	for _, d := range []string{e.mirror, e.home, filepath.Join(e.root, "P/R/x86_64/K")} {
@@ -52,9 +81,8 @@ func start(t testing.TB, serverArgs ...string) *env {
 	if err := os.WriteFile(filepath.Join(e.root, "P/R/x86_64/K/img.raw"), e.image, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--listen", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "state"),
-		"--build-root", e.root, "--mirror", "demo=" + e.mirror, "--kill-grace", "5s"}, serverArgs...)
-	e.url = testutil.StartServer(t, e.bin, nil, args...)
+	args := append([]string{"--mirror", "demo=" + e.mirror, "--kill-grace", "5s"}, serverArgs...)
+	e.url = testutil.StartDaemon(t, e.bin, e.root, nil, args...).URL
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("client runs:\n%s", e.history.String())
