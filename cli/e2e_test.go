@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/cli"
 	"github.com/cloudupload/cloudupload/client"
 	"github.com/cloudupload/cloudupload/internal/testutil"
@@ -87,8 +88,28 @@ func start(t testing.TB, serverArgs ...string) *env {
 		if t.Failed() {
 			t.Logf("client runs:\n%s", e.history.String())
 		}
+		// Before the daemon stops (cleanups run last first): let every
+		// job end, as uploaders outlive a stopped daemon and would
+		// still write in the state directory while it is removed.
+		e.settle()
 	})
 	return e
+}
+
+// settle waits up to 30 s until no job is unfinished.
+func (e *env) settle() {
+	c, err := client.New(e.url, "")
+	if err != nil {
+		e.t.Error(err)
+		return
+	}
+	active := []cloudupload.State{cloudupload.StateCreated, cloudupload.StateReceiving, cloudupload.StateScheduled, cloudupload.StateUploading}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if jobs, err := c.List(context.Background(), client.Filter{States: active}); err == nil && len(jobs) == 0 {
+			return
+		}
+	}
+	e.t.Error("jobs still unfinished 30 s after the test")
 }
 
 // result is one run of bin/cloudupload.
