@@ -98,7 +98,11 @@ func (s *settings) resolve(getenv func(string) string, warn io.Writer) error {
 	case file["token"] != "":
 		s.Token = file["token"]
 	case file["token-file"] != "":
+		// A relative path in the config file is relative to the file.
 		s.TokenFile = file["token-file"]
+		if !filepath.IsAbs(s.TokenFile) {
+			s.TokenFile = filepath.Join(filepath.Dir(path), s.TokenFile)
+		}
 	}
 	if s.TokenFile != "" {
 		b, err := os.ReadFile(s.TokenFile)

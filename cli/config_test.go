@@ -76,6 +76,15 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%q: %v, want %q", content, err, want)
 		}
 	}
+	// token-file in a config file is relative to that file.
+	sub := filepath.Join(dir, "sub")
+	os.Mkdir(sub, 0o700)
+	os.WriteFile(filepath.Join(sub, "tok"), []byte("from-file\n"), 0o600)
+	os.WriteFile(filepath.Join(sub, "config"), []byte("token-file = tok\n"), 0o600)
+	s = settings{Config: filepath.Join(sub, "config")}
+	if err := s.resolve(env, &bytes.Buffer{}); err != nil || s.Token != "from-file" {
+		t.Errorf("relative token-file: %q, %v", s.Token, err)
+	}
 	empty := filepath.Join(dir, "empty-token")
 	os.WriteFile(empty, []byte("\n"), 0o600)
 	s = settings{TokenFile: empty}
