@@ -92,11 +92,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		return a.fail(usagef("%v (see cloudupload --help)", err))
 	}
 	args = global.Args()
-	if *help || len(args) == 0 || args[0] == "help" && len(args) == 1 {
+	if len(args) == 0 && !*help {
+		a.usage(a.Stderr)
+		return ExitUsage
+	}
+	if *help || args[0] == "help" && len(args) == 1 {
 		a.usage(a.Stdout)
-		if len(args) == 0 && !*help {
-			return ExitUsage
-		}
 		return ExitOK
 	}
 	name := args[0]
@@ -198,7 +199,7 @@ Usage: cloudupload [--url URL] [--token-file FILE] [--config FILE] [--json] COMM
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-7s %-40s %s\n", c.name, c.args, c.summary)
+		fmt.Fprintf(w, "  %s %s\n        %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprint(w, `
 Run 'cloudupload COMMAND --help' for a command's flags.
@@ -209,7 +210,7 @@ lines "key = value" with keys url, token, token-file, user).
 
 Exit status: 0 done (the job succeeded, for wait and the following commands),
 1 the job failed, 2 usage or local error, 3 the server could not be reached or
-refused the request, 4 wait --timeout elapsed.
+refused the request, 4 wait --timeout elapsed, 130 interrupted.
 `)
 }
 

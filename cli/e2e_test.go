@@ -455,6 +455,9 @@ func TestErrors(t *testing.T) {
 	if r := e.run("", nil, "--help"); r.code != 0 || !strings.Contains(r.stdout, "Exit status") {
 		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
 	}
+	if r := e.run("", nil); r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, "Usage: cloudupload") {
+		t.Errorf("no command: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
 }
 
 // TestTokenAndConfig: against a server that requires a token, the token
