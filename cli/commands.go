@@ -161,8 +161,10 @@ var cmdPush = &command{
 func init() {
 	var jf jobFlags
 	var b client.Build
+	var unpack bool
 	cmdPush.flags = func(fs *flag.FlagSet) {
 		jf.declare(fs)
+		fs.BoolVar(&unpack, "unpack", false, "the FILE is a tar archive (.tar, .tar.gz, .tar.xz, .tar.zst) the mirror target publishes as a whole build (implied for a DIR)")
 		fs.StringVar(&b.Project, "project", "", "the job's project (default home:USER)")
 		fs.StringVar(&b.Repository, "repository", "images", "the job's repository")
 		fs.StringVar(&b.Arch, "arch", "noarch", "the job's architecture")
@@ -181,7 +183,7 @@ func init() {
 			return err
 		}
 		user := userOf(s, jf.user)
-		img, err := openImage(args[0], jf.target, data)
+		img, err := openImage(args[0], jf.target, data, unpack)
 		if err != nil {
 			return err
 		}
@@ -234,10 +236,10 @@ type image struct {
 
 func (i *image) Close() error { return i.r.Close() }
 
-// openImage opens the file or plans the directory's archive. A directory
-// goes to the mirror target only, which unpacks it ("unpack": true added
-// to its target data).
-func openImage(path, target string, data []byte) (*image, error) {
+// openImage opens the file or plans the directory's archive. A directory,
+// or a file with unpack, goes to the mirror target only, which unpacks it
+// ("unpack": true added to its target data).
+func openImage(path, target string, data []byte, unpack bool) (*image, error) {
 	if path == "-" {
 		return nil, usagef("push: the image's size must be known before it is sent: give a file or a directory, not stdin")
 	}
@@ -245,14 +247,15 @@ func openImage(path, target string, data []byte) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi.IsDir() {
-		if target != "mirror" {
-			return nil, usagef("push: a directory can only be pushed to the mirror target (it unpacks the archive), not to %s", target)
-		}
-		data, err := withUnpack(data)
-		if err != nil {
+	if (fi.IsDir() || unpack) && target != "mirror" {
+		return nil, usagef("push: only the mirror target unpacks an archive (a directory or --unpack), not %s", target)
+	}
+	if unpack || fi.IsDir() {
+		if data, err = withUnpack(data); err != nil {
 			return nil, err
 		}
+	}
+	if fi.IsDir() {
 		a, err := client.TarDir(path)
 		if err != nil {
 			return nil, err

@@ -1,6 +1,8 @@
 package cli_test
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,7 +52,42 @@ func TestPushDirectory(t *testing.T) {
 	}
 
 	r = e.run("", nil, "push", "--target", "s3", "--data", e.dataFile(`{}`), src)
-	if r.code != 2 || !strings.Contains(r.stderr, "only be pushed to the mirror target") {
+	if r.code != 2 || !strings.Contains(r.stderr, "only the mirror target unpacks an archive") {
 		t.Errorf("push of a directory to s3: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestPushArchive pushes a .tar.gz made elsewhere with --unpack: the mirror
+// target publishes its tree as the build.
+func TestPushArchive(t *testing.T) {
+	e := start(t)
+	archive := filepath.Join(t.TempDir(), "release-1.0.tar.gz")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(f)
+	tw := tar.NewWriter(zw)
+	files := map[string]string{"images/disk.img": strings.Repeat("d", 5000), "SHA256SUMS.txt": "sums\n"}
+	for _, name := range []string{"images/disk.img", "SHA256SUMS.txt"} {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(files[name])), Typeflag: tar.TypeReg})
+		tw.Write([]byte(files[name]))
+	}
+	tw.Close()
+	zw.Close()
+	f.Close()
+	r := e.run("", nil, "push", "--target", "mirror", "--unpack", "--data", e.dataFile(`{"tree": "demo", "series": "rel"}`), "-f", "--json", archive)
+	if r.code != 0 {
+		t.Fatalf("push --unpack: exit %d: %s", r.code, r.stderr)
+	}
+	job := decodeJob(t, r.stdout)
+	build := e.published(job)
+	for name, content := range files {
+		if got, err := os.ReadFile(filepath.Join(build, name)); err != nil || string(got) != content {
+			t.Errorf("%s in the publication: %v, %q", name, err, got)
+		}
+	}
+	if r := e.run("", nil, "push", "--target", "s3", "--unpack", "--data", e.dataFile(`{}`), archive); r.code != 2 {
+		t.Errorf("push --unpack to s3: exit %d, %q", r.code, r.stderr)
 	}
 }
