@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -517,5 +518,33 @@ func TestTokenAndConfig(t *testing.T) {
 		if strings.Contains(out.stdout+out.stderr, r) {
 			t.Errorf("the token appears in the output")
 		}
+	}
+}
+
+// TestChangedImage: an image shorter than announced (a file that shrank
+// while it was pushed) fails the PUT with client.ErrChanged naming it, and
+// the real server fails the job rather than publishing part of an image.
+func TestChangedImage(t *testing.T) {
+	e := start(t)
+	c, err := client.New(e.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	job, err := c.Skeleton(ctx, "tester", "mirror", client.Build{Project: "P", Repository: "R", Arch: "x86_64", Package: "K", Filename: "short.raw"},
+		1<<20, []byte(`{"tree": "demo"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Put(ctx, job.ID, client.ExactReader(bytes.NewReader(make([]byte, 1000)), 1<<20, "short.raw"), 1<<20)
+	if !errors.Is(err, client.ErrChanged) || !strings.Contains(err.Error(), "short.raw") {
+		t.Fatalf("Put of a short image: %v", err)
+	}
+	r := e.run("", nil, "wait", "--json", job.Name())
+	if j := decodeJob(t, r.stdout); r.code != 1 || j.State != "failed" {
+		t.Errorf("job after a short image: exit %d, %+v", r.code, j)
+	}
+	if entries, _ := os.ReadDir(e.mirror); len(entries) != 0 {
+		t.Errorf("the mirror tree holds %d entries after a failed push", len(entries))
 	}
 }
