@@ -532,29 +532,28 @@ func init() {
 }
 
 // follow prints the log of job id as it grows, with the job's progress on
-// stderr when that is a terminal, then the outcome; the exit status is
-// wait's.
+// stderr (a bar on a terminal, otherwise a line when the state changes),
+// then the outcome; the exit status is wait's.
 func (a *App) follow(ctx context.Context, c *client.Client, s *settings, id int64) error {
 	m := a.newMeter()
 	out := io.Writer(m)
 	if s.JSON {
 		out = io.Discard // stdout is for the final document
 	}
-	var stop func()
-	if m.tty {
-		var e estimator
-		p := c.Poller(id)
-		draw := func() {
-			if j, err := p.Get(ctx); err == nil && !j.State.Final() {
-				m.show(fmt.Sprintf("job %d %s", id, j.State), e.figures(j, time.Now()))
-			}
+	if !m.tty {
+		// The log tells the upload's progress: plain lines only say
+		// when the state changes (receiving, scheduled…).
+		m.interval = 1<<63 - 1
+	}
+	var e estimator
+	p := c.Poller(id)
+	stop := tick(m, func() {
+		if j, err := p.Get(ctx); err == nil && !j.State.Final() {
+			m.show(fmt.Sprintf("job %d %s", id, j.State), e.figures(j, time.Now()))
 		}
-		stop = tick(m, draw)
-	}
+	})
 	job, err := c.FollowLog(ctx, id, 0, out)
-	if stop != nil {
-		stop()
-	}
+	stop()
 	m.clear()
 	if err != nil {
 		return err
