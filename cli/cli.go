@@ -48,9 +48,13 @@ func NewApp() *App {
 // command is one subcommand.
 type command struct {
 	name, args, summary string
-	run                 func(ctx context.Context, a *App, s *settings, fs *flag.FlagSet, args []string) error
-	flags               func(fs *flag.FlagSet) // its own flags
+	// setup declares the command's own flags into fs and returns what
+	// runs the command with them: each Run has its own flag values.
+	setup func(fs *flag.FlagSet) runFunc
 }
+
+// runFunc runs a command with its positional arguments.
+type runFunc func(ctx context.Context, a *App, s *settings, args []string) error
 
 var commands []*command
 
@@ -116,9 +120,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("cloudupload "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	commonFlags(fs, s)
-	if cmd.flags != nil {
-		cmd.flags(fs)
-	}
+	run := cmd.setup(fs)
 	fs.Usage = func() {}
 	if err := fs.Parse(interleave(fs, args[1:])); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -130,7 +132,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	if err := s.resolve(a.Getenv, a.Stderr); err != nil {
 		return a.fail(usagef("%v", err))
 	}
-	return a.fail(cmd.run(ctx, a, s, fs, fs.Args()))
+	return a.fail(run(ctx, a, s, fs.Args()))
 }
 
 // interleave lets flags follow the positional arguments (`show 5 --json`)

@@ -103,33 +103,35 @@ var cmdSubmit = &command{
 }
 
 func init() {
-	var jf jobFlags
-	cmdSubmit.flags = jf.declare
-	cmdSubmit.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		if len(args) != 1 {
-			return usagef("submit: want one PROJECT/REPOSITORY/ARCH/PACKAGE/FILENAME")
+	cmdSubmit.setup = func(fs *flag.FlagSet) runFunc {
+		var jf jobFlags
+		jf.declare(fs)
+		return func(ctx context.Context, a *App, s *settings, args []string) error {
+			if len(args) != 1 {
+				return usagef("submit: want one PROJECT/REPOSITORY/ARCH/PACKAGE/FILENAME")
+			}
+			parts := strings.Split(args[0], "/")
+			if len(parts) != 5 {
+				return usagef("submit: %q is not PROJECT/REPOSITORY/ARCH/PACKAGE/FILENAME", clean(args[0], 100))
+			}
+			if jf.target == "" {
+				return usagef("submit: --target is required")
+			}
+			data, err := a.readData(jf.data)
+			if err != nil {
+				return err
+			}
+			c, err := connect(s)
+			if err != nil {
+				return err
+			}
+			b := client.Build{Project: parts[0], Repository: parts[1], Arch: parts[2], Package: parts[3], Filename: parts[4]}
+			job, err := c.Submit(ctx, userOf(s, jf.user), jf.target, b, data)
+			if err != nil {
+				return err
+			}
+			return a.created(ctx, c, s, job, jf.follow)
 		}
-		parts := strings.Split(args[0], "/")
-		if len(parts) != 5 {
-			return usagef("submit: %q is not PROJECT/REPOSITORY/ARCH/PACKAGE/FILENAME", clean(args[0], 100))
-		}
-		if jf.target == "" {
-			return usagef("submit: --target is required")
-		}
-		data, err := a.readData(jf.data)
-		if err != nil {
-			return err
-		}
-		c, err := connect(s)
-		if err != nil {
-			return err
-		}
-		b := client.Build{Project: parts[0], Repository: parts[1], Arch: parts[2], Package: parts[3], Filename: parts[4]}
-		job, err := c.Submit(ctx, userOf(s, jf.user), jf.target, b, data)
-		if err != nil {
-			return err
-		}
-		return a.created(ctx, c, s, job, jf.follow)
 	}
 }
 
@@ -159,10 +161,10 @@ var cmdPush = &command{
 }
 
 func init() {
-	var jf jobFlags
-	var b client.Build
-	var unpack bool
-	cmdPush.flags = func(fs *flag.FlagSet) {
+	cmdPush.setup = func(fs *flag.FlagSet) runFunc {
+		var jf jobFlags
+		var b client.Build
+		var unpack bool
 		jf.declare(fs)
 		fs.BoolVar(&unpack, "unpack", false, "the FILE is a tar archive (.tar, .tar.gz, .tar.xz, .tar.zst) the mirror target publishes as a whole build (implied for a DIR)")
 		fs.StringVar(&b.Project, "project", "", "the job's project (default home:USER)")
@@ -170,58 +172,58 @@ func init() {
 		fs.StringVar(&b.Arch, "arch", "noarch", "the job's architecture")
 		fs.StringVar(&b.Package, "package", "", "the job's package (default: the file's name up to its first dot)")
 		fs.StringVar(&b.Filename, "filename", "", "the image's name (default: the file's name; DIR.tar for a directory)")
-	}
-	cmdPush.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		if len(args) != 1 {
-			return usagef("push: want one FILE or DIR")
-		}
-		if jf.target == "" {
-			return usagef("push: --target is required")
-		}
-		data, err := a.readData(jf.data)
-		if err != nil {
-			return err
-		}
-		user := userOf(s, jf.user)
-		img, err := openImage(args[0], jf.target, data, unpack)
-		if err != nil {
-			return err
-		}
-		defer img.Close()
-		base := filepath.Base(filepath.Clean(args[0]))
-		if b.Filename == "" {
-			b.Filename = base
-			if img.dir {
-				b.Filename += ".tar"
+		return func(ctx context.Context, a *App, s *settings, args []string) error {
+			if len(args) != 1 {
+				return usagef("push: want one FILE or DIR")
 			}
-		}
-		if b.Package == "" {
-			b.Package, _, _ = strings.Cut(base, ".")
-		}
-		if b.Project == "" {
-			b.Project = "home:" + user
-		}
-		c, err := connect(s)
-		if err != nil {
-			return err
-		}
-		job, err := c.Skeleton(ctx, user, jf.target, b, img.size, img.data)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(a.Stderr, "job %d created: sending %s (%s)\n", job.ID, clean(b.Filename, 0), img.what)
-		if err := a.send(ctx, c, job.ID, img); err != nil {
-			if !client.IsServerError(err) {
-				err = fmt.Errorf("%w; job %d fails for its incomplete image", err, job.ID)
+			if jf.target == "" {
+				return usagef("push: --target is required")
 			}
-			return err
-		}
-		if !jf.follow {
-			if job, err = c.Get(ctx, job.ID); err != nil {
+			data, err := a.readData(jf.data)
+			if err != nil {
 				return err
 			}
+			user := userOf(s, jf.user)
+			img, err := openImage(args[0], jf.target, data, unpack)
+			if err != nil {
+				return err
+			}
+			defer img.Close()
+			base := filepath.Base(filepath.Clean(args[0]))
+			if b.Filename == "" {
+				b.Filename = base
+				if img.dir {
+					b.Filename += ".tar"
+				}
+			}
+			if b.Package == "" {
+				b.Package, _, _ = strings.Cut(base, ".")
+			}
+			if b.Project == "" {
+				b.Project = "home:" + user
+			}
+			c, err := connect(s)
+			if err != nil {
+				return err
+			}
+			job, err := c.Skeleton(ctx, user, jf.target, b, img.size, img.data)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stderr, "job %d created: sending %s (%s)\n", job.ID, clean(b.Filename, 0), img.what)
+			if err := a.send(ctx, c, job.ID, img); err != nil {
+				if !client.IsServerError(err) {
+					err = fmt.Errorf("%w; job %d fails for its incomplete image", err, job.ID)
+				}
+				return err
+			}
+			if !jf.follow {
+				if job, err = c.Get(ctx, job.ID); err != nil {
+					return err
+				}
+			}
+			return a.created(ctx, c, s, job, jf.follow)
 		}
-		return a.created(ctx, c, s, job, jf.follow)
 	}
 }
 
@@ -369,41 +371,41 @@ var cmdList = &command{
 }
 
 func init() {
-	var states, user, target string
-	cmdList.flags = func(fs *flag.FlagSet) {
+	cmdList.setup = func(fs *flag.FlagSet) runFunc {
+		var states, user, target string
 		fs.StringVar(&states, "state", "", "only jobs in these `STATES` (comma-separated; also: active, finished)")
 		fs.StringVar(&user, "user", "", "only the jobs of `USER`")
 		fs.StringVar(&target, "target", "", "only the jobs for `TARGET`")
-	}
-	cmdList.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		f := client.Filter{User: user, Target: target}
-		for _, arg := range args {
-			id, err := jobID([]string{arg})
+		return func(ctx context.Context, a *App, s *settings, args []string) error {
+			f := client.Filter{User: user, Target: target}
+			for _, arg := range args {
+				id, err := jobID([]string{arg})
+				if err != nil {
+					return err
+				}
+				f.IDs = append(f.IDs, id)
+			}
+			var err error
+			if f.States, err = parseStates(states); err != nil {
+				return err
+			}
+			c, err := connect(s)
 			if err != nil {
 				return err
 			}
-			f.IDs = append(f.IDs, id)
-		}
-		var err error
-		if f.States, err = parseStates(states); err != nil {
-			return err
-		}
-		c, err := connect(s)
-		if err != nil {
-			return err
-		}
-		jobs, err := c.List(ctx, f)
-		if err != nil {
-			return err
-		}
-		if s.JSON {
-			if jobs == nil {
-				jobs = []client.Job{}
+			jobs, err := c.List(ctx, f)
+			if err != nil {
+				return err
 			}
-			return a.printJSON(jobs)
+			if s.JSON {
+				if jobs == nil {
+					jobs = []client.Job{}
+				}
+				return a.printJSON(jobs)
+			}
+			a.table(jobs)
+			return nil
 		}
-		a.table(jobs)
-		return nil
 	}
 }
 
@@ -460,20 +462,22 @@ func (a *App) table(jobs []client.Job) {
 var cmdShow = &command{name: "show", args: "ID", summary: "show one job"}
 
 func init() {
-	cmdShow.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, c, err := jobClient(s, args)
-		if err != nil {
-			return err
+	cmdShow.setup = func(fs *flag.FlagSet) runFunc {
+		return func(ctx context.Context, a *App, s *settings, args []string) error {
+			id, c, err := jobClient(s, args)
+			if err != nil {
+				return err
+			}
+			job, err := c.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			if s.JSON {
+				return a.printJSON(job)
+			}
+			a.showJob(job)
+			return nil
 		}
-		job, err := c.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		if s.JSON {
-			return a.printJSON(job)
-		}
-		a.showJob(job)
-		return nil
 	}
 }
 
@@ -513,21 +517,21 @@ func (a *App) showJob(j client.Job) {
 var cmdLog = &command{name: "log", args: "ID", summary: "print a job's log; with -f, follow it until the job ends"}
 
 func init() {
-	var follow bool
-	cmdLog.flags = func(fs *flag.FlagSet) {
+	cmdLog.setup = func(fs *flag.FlagSet) runFunc {
+		var follow bool
 		fs.BoolVar(&follow, "follow", false, "follow the log until the job ends, with its progress on a terminal; exit status as wait")
 		fs.BoolVar(&follow, "f", false, "short for --follow")
-	}
-	cmdLog.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, c, err := jobClient(s, args)
-		if err != nil {
+		return func(ctx context.Context, a *App, s *settings, args []string) error {
+			id, c, err := jobClient(s, args)
+			if err != nil {
+				return err
+			}
+			if follow {
+				return a.follow(ctx, c, s, id)
+			}
+			_, err = c.Log(ctx, id, 0, a.Stdout)
 			return err
 		}
-		if follow {
-			return a.follow(ctx, c, s, id)
-		}
-		_, err = c.Log(ctx, id, 0, a.Stdout)
-		return err
 	}
 }
 
@@ -583,55 +587,57 @@ func (a *App) outcome(s *settings, job client.Job) error {
 var cmdKill = &command{name: "kill", args: "ID", summary: "kill a job (it ends failed, killed); a finished job is left as it is"}
 
 func init() {
-	cmdKill.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, c, err := jobClient(s, args)
-		if err != nil {
-			return err
+	cmdKill.setup = func(fs *flag.FlagSet) runFunc {
+		return func(ctx context.Context, a *App, s *settings, args []string) error {
+			id, c, err := jobClient(s, args)
+			if err != nil {
+				return err
+			}
+			job, err := c.Kill(ctx, id)
+			if err != nil {
+				return err
+			}
+			if s.JSON {
+				return a.printJSON(job)
+			}
+			fmt.Fprintf(a.Stdout, "job %d %s: %s\n", job.ID, job.State, clean(job.Details, 0))
+			return nil
 		}
-		job, err := c.Kill(ctx, id)
-		if err != nil {
-			return err
-		}
-		if s.JSON {
-			return a.printJSON(job)
-		}
-		fmt.Fprintf(a.Stdout, "job %d %s: %s\n", job.ID, job.State, clean(job.Details, 0))
-		return nil
 	}
 }
 
 var cmdWait = &command{name: "wait", args: "ID", summary: "wait until a job ends: exit 0 when it succeeded, 1 when it failed"}
 
 func init() {
-	var interval, timeout time.Duration
-	cmdWait.flags = func(fs *flag.FlagSet) {
+	cmdWait.setup = func(fs *flag.FlagSet) runFunc {
+		var interval, timeout time.Duration
 		fs.DurationVar(&interval, "interval", time.Second, "how often to ask the server")
 		fs.DurationVar(&timeout, "timeout", 0, "give up after this long (exit 4); 0: wait as long as it takes")
-	}
-	cmdWait.run = func(ctx context.Context, a *App, s *settings, _ *flag.FlagSet, args []string) error {
-		id, c, err := jobClient(s, args)
-		if err != nil {
-			return err
-		}
-		if timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-			defer cancel()
-		}
-		m := a.newMeter()
-		var e estimator
-		job, err := c.Wait(ctx, id, interval, func(j client.Job) {
-			if !j.State.Final() {
-				m.show(fmt.Sprintf("job %d %s", id, j.State), e.figures(j, time.Now()))
+		return func(ctx context.Context, a *App, s *settings, args []string) error {
+			id, c, err := jobClient(s, args)
+			if err != nil {
+				return err
 			}
-		})
-		m.clear()
-		if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
-			return fmt.Errorf("job %d is still %s after %s: %w", id, job.State, timeout, context.DeadlineExceeded)
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			m := a.newMeter()
+			var e estimator
+			job, err := c.Wait(ctx, id, interval, func(j client.Job) {
+				if !j.State.Final() {
+					m.show(fmt.Sprintf("job %d %s", id, j.State), e.figures(j, time.Now()))
+				}
+			})
+			m.clear()
+			if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+				return fmt.Errorf("job %d is still %s after %s: %w", id, job.State, timeout, context.DeadlineExceeded)
+			}
+			if err != nil {
+				return err
+			}
+			return a.outcome(s, job)
 		}
-		if err != nil {
-			return err
-		}
-		return a.outcome(s, job)
 	}
 }
