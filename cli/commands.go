@@ -572,16 +572,21 @@ func (a *App) outcome(s *settings, job client.Job) error {
 			return err
 		}
 	} else {
-		took := ""
-		if job.Created > 0 {
-			took = " after " + duration(time.Since(job.CreatedTime()))
-		}
-		fmt.Fprintf(a.Stderr, "job %d %s%s: %s\n", job.ID, job.State, took, clean(job.Details, 0))
+		a.reportFinal(job)
 	}
 	if job.State != cloudupload.StateSucceeded {
 		return &exitError{ExitJobFailed}
 	}
 	return nil
+}
+
+// reportFinal says on stderr how a job ended.
+func (a *App) reportFinal(job client.Job) {
+	took := ""
+	if job.Created > 0 {
+		took = " after " + duration(time.Since(job.CreatedTime()))
+	}
+	fmt.Fprintf(a.Stderr, "job %d %s%s: %s\n", job.ID, job.State, took, clean(job.Details, 0))
 }
 
 var cmdKill = &command{name: "kill", args: "ID", summary: "kill a job (it ends failed, killed); a finished job is left as it is"}
@@ -606,15 +611,27 @@ func init() {
 	}
 }
 
-var cmdWait = &command{name: "wait", args: "ID", summary: "wait until a job ends: exit 0 when it succeeded, 1 when it failed"}
+var cmdWait = &command{name: "wait", args: "ID…",
+	summary: "wait until the jobs end: exit 0 when all succeeded, 1 when one failed"}
 
 func init() {
 	cmdWait.setup = func(fs *flag.FlagSet) runFunc {
 		var interval, timeout time.Duration
 		fs.DurationVar(&interval, "interval", time.Second, "how often to ask the server")
-		fs.DurationVar(&timeout, "timeout", 0, "give up after this long (exit 4); 0: wait as long as it takes")
+		fs.DurationVar(&timeout, "timeout", 0, "give up after this long in all (exit 4); 0: wait as long as it takes")
 		return func(ctx context.Context, a *App, s *settings, args []string) error {
-			id, c, err := jobClient(s, args)
+			if len(args) == 0 {
+				return usagef("wait: want one or more job ids")
+			}
+			var ids []int64
+			for _, arg := range args {
+				id, err := jobID([]string{arg})
+				if err != nil {
+					return err
+				}
+				ids = append(ids, id)
+			}
+			c, err := connect(s)
 			if err != nil {
 				return err
 			}
@@ -623,21 +640,43 @@ func init() {
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			m := a.newMeter()
-			var e estimator
-			job, err := c.Wait(ctx, id, interval, func(j client.Job) {
-				if !j.State.Final() {
-					m.show(fmt.Sprintf("job %d %s", id, j.State), e.figures(j, time.Now()))
+			// One after the other: the total is the longest job's time.
+			var jobs []client.Job
+			failed := false
+			for _, id := range ids {
+				m := a.newMeter()
+				var e estimator
+				job, err := c.Wait(ctx, id, interval, func(j client.Job) {
+					if !j.State.Final() {
+						m.show(fmt.Sprintf("job %d %s", id, j.State), e.figures(j, time.Now()))
+					}
+				})
+				m.clear()
+				if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+					return fmt.Errorf("job %d is still %s after %s: %w", id, job.State, timeout, context.DeadlineExceeded)
 				}
-			})
-			m.clear()
-			if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
-				return fmt.Errorf("job %d is still %s after %s: %w", id, job.State, timeout, context.DeadlineExceeded)
+				if err != nil {
+					return err
+				}
+				if !s.JSON {
+					a.reportFinal(job)
+				}
+				failed = failed || job.State != cloudupload.StateSucceeded
+				jobs = append(jobs, job)
 			}
-			if err != nil {
-				return err
+			if s.JSON {
+				var v any = jobs
+				if len(jobs) == 1 {
+					v = jobs[0]
+				}
+				if err := a.printJSON(v); err != nil {
+					return err
+				}
 			}
-			return a.outcome(s, job)
+			if failed {
+				return &exitError{ExitJobFailed}
+			}
+			return nil
 		}
 	}
 }

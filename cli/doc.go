@@ -6,8 +6,9 @@
 //
 // Exit statuses, for scripts and CI:
 //
-//	0  done; for wait, log -f, submit -f and push -f: the job succeeded
-//	1  the job failed (wait, log -f, submit -f, push -f)
+//	0  done; for wait, log -f, submit -f and push -f: the job (every job
+//	   given to wait) succeeded
+//	1  the job failed (wait: one of the jobs; log -f, submit -f, push -f)
 //	2  usage error or a local problem (bad flag, unreadable file, a file
 //	   that changed while it was pushed)
 //	3  the server could not be reached, or refused the request (the

@@ -294,6 +294,15 @@ func TestWaitExitStatus(t *testing.T) {
 	if j := decodeJob(t, r.stdout); j.State != "failed" || !strings.Contains(j.Details, "b1") {
 		t.Errorf("failed job: %+v", j)
 	}
+	// Several jobs: exit 1 when one failed, the jobs as a JSON array.
+	r = e.run("", nil, "wait", "--json", "1", "2")
+	var jobs []client.Job
+	if err := json.Unmarshal([]byte(r.stdout), &jobs); r.code != 1 || err != nil || len(jobs) != 2 || jobs[0].State != "succeeded" || jobs[1].State != "failed" {
+		t.Errorf("wait 1 2: exit %d, %v, %+v", r.code, err, jobs)
+	}
+	if r := e.run("", nil, "wait", "1", "1"); r.code != 0 || strings.Count(r.stderr, "job 1 succeeded") != 2 {
+		t.Errorf("wait 1 1: exit %d, %q", r.code, r.stderr)
+	}
 	if r := e.run("", nil, "log", "-f", "2"); r.code != 1 || !strings.Contains(r.stderr, "job 2 failed") {
 		t.Errorf("log -f of a failed job: exit %d, %q", r.code, r.stderr)
 	}
