@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/cli"
 	"github.com/cloudupload/cloudupload/client"
 	"github.com/cloudupload/cloudupload/internal/testutil"
@@ -67,6 +66,7 @@ type env struct {
 	image  []byte // build root's P/R/x86_64/K/img.raw
 
 	history testutil.SyncBuffer // the client's runs, shown when the test fails
+	env     []string            // for every run of the client
 }
 
 func start(t testing.TB, serverArgs ...string) *env {
@@ -99,14 +99,10 @@ func start(t testing.TB, serverArgs ...string) *env {
 
 // settle waits up to 30 s until no job is unfinished.
 func (e *env) settle() {
-	c, err := client.New(e.url, "")
-	if err != nil {
-		e.t.Error(err)
-		return
-	}
-	active := []cloudupload.State{cloudupload.StateCreated, cloudupload.StateReceiving, cloudupload.StateScheduled, cloudupload.StateUploading}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if jobs, err := c.List(context.Background(), client.Filter{States: active}); err == nil && len(jobs) == 0 {
+		var jobs []client.Job
+		r := e.run("", nil, "list", "--json", "--state", "active")
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &jobs) == nil && len(jobs) == 0 {
 			return
 		}
 	}
@@ -126,7 +122,8 @@ func (e *env) run(stdin string, extraEnv []string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "cloudupload"), args...)
-	cmd.Env = append([]string{"CLOUDUPLOAD_URL=" + e.url, "HOME=" + e.home, "USER=tester", "PATH=" + os.Getenv("PATH")}, extraEnv...)
+	cmd.Env = append([]string{"CLOUDUPLOAD_URL=" + e.url, "HOME=" + e.home, "USER=tester", "PATH=" + os.Getenv("PATH")}, e.env...)
+	cmd.Env = append(cmd.Env, extraEnv...) // the last value of a variable wins
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
