@@ -25,5 +25,8 @@ if ! command -v rclone >/dev/null || ! command -v aws >/dev/null; then
 fi
 # Includes targets/mirror BenchmarkUnpack: an "unpack" publication of a 256 MiB
 # build archive against tar -x + sha256sum + sync of the same archive.
+# Includes cli BenchmarkPush (bin/cloudupload push of 256 MiB against curl's
+# POST + PUT, client peak memory) and client BenchmarkTarStream (a directory
+# streamed as push sends it against tar -cf).
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(go version)" | tee "$out/bench.txt"
 go test -p 1 -run "^$" -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1x}" -count 1 -timeout 60m ./... 2>&1 | tee -a "$out/bench.txt"
