@@ -101,7 +101,8 @@ func start(t testing.TB, serverArgs ...string) *env {
 func (e *env) settle() {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		var jobs []client.Job
-		r := e.run("", nil, "list", "--json", "--state", "active")
+		// --config: whatever config file the test left behind.
+		r := e.run("", nil, "list", "--config", os.DevNull, "--json", "--state", "active")
 		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &jobs) == nil && len(jobs) == 0 {
 			return
 		}
