@@ -20,7 +20,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
@@ -233,5 +232,3 @@ func (e *env) putBlob(t testing.TB, name string, size int64, meta map[string]*st
 		t.Fatal(err)
 	}
 }
-
-var _ = blob.DeleteSnapshotsOptionTypeInclude
