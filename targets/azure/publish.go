@@ -73,6 +73,8 @@ type run struct {
 	versions   *armcompute.GalleryImageVersionsClient
 	definition *armcompute.GalleryImagesClient
 
+	sent pageStats // what the page upload did
+
 	// What this run created, removed again on failure.
 	createdBlob    bool
 	createdImage   bool
@@ -284,6 +286,7 @@ func (r *run) uploadBlob(ctx context.Context, size int64) error {
 	r.log.Printf("azure: writing %s of disk into page blob %s (%s with the footer), %d parallel writes, zero pages skipped",
 		targets.MiB(size), name, targets.MiB(blobSize), w.workers)
 	stats, err := w.writeDisk(ctx, rc, size)
+	r.sent = stats
 	if err != nil {
 		return err
 	}

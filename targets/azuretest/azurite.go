@@ -40,13 +40,20 @@ var listenRE = regexp.MustCompile(`listens on https://127\.0\.0\.1:(\d+)`)
 // ends.
 func StartAzurite(tb testing.TB, ca *CA) *Azurite {
 	tb.Helper()
+	return StartAzuriteIn(tb, ca, tb.TempDir())
+}
+
+// StartAzuriteIn is StartAzurite storing into dir (benchmarks use memory,
+// /dev/shm, to measure the client rather than the disk).
+func StartAzuriteIn(tb testing.TB, ca *CA, dir string) *Azurite {
+	tb.Helper()
 	bin, err := exec.LookPath("azurite-blob")
 	if err != nil {
 		tb.Fatalf("azurite-blob not found on PATH: run `make test-deps` (npm install -g azurite); tests against Azure Storage must not be skipped")
 	}
 	_, certFile, keyFile := ca.ServerCert(tb)
 	a := &Azurite{}
-	a.cmd = exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", tb.TempDir(),
+	a.cmd = exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", dir,
 		"--cert", certFile, "--key", keyFile, "--oauth", "basic",
 		"--skipApiVersionCheck", "--disableTelemetry", "--loose", "--silent")
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
