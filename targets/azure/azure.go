@@ -180,6 +180,8 @@ var authURIRE = regexp.MustCompile(`authorization_uri="([^"]+)"`)
 // does: an unauthenticated ARM call is refused with a challenge whose
 // authorization_uri ends with the tenant id.
 func (t *Target) discoverTenant(ctx context.Context, e endpoints, subscription string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	u := fmt.Sprintf("%s/subscriptions/%s?api-version=%s", e.arm, url.PathEscape(subscription), discoveryVersion)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {

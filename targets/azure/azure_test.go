@@ -3,10 +3,15 @@ package azure
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -342,5 +347,48 @@ func TestKeepBlobFalse(t *testing.T) {
 	}
 	if _, ok := e.blobs(t)[name+".vhd"]; ok {
 		t.Errorf("the blob is still there")
+	}
+}
+
+// TestThrottledPagesRetried: Azure answers some Put Page requests with 503
+// ServerBusy (its throttling); they are retried and the blob is complete.
+// Every Put Page carries the Content-MD5 of its body.
+func TestThrottledPagesRetried(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var pages, refused int
+	badMD5 := 0
+	e.vars["CLOUDUPLOAD_AZURE_BLOB_ENDPOINT"] = proxy(t, e, func(w http.ResponseWriter, r *http.Request) bool {
+		if !isPutPage(r) {
+			return false
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sum := md5.Sum(body)
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get("Content-MD5") != base64.StdEncoding.EncodeToString(sum[:]) {
+			badMD5++
+		}
+		pages++
+		if pages%3 == 1 {
+			refused++
+			w.Header().Set("x-ms-error-code", "ServerBusy")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	}) + "/{account}"
+	name := imageName(t)
+	disk := sparseDisk(12<<20, false, [2]int{0, 5 << 20}, [2]int{8 << 20, 9 << 20})
+	_, log, err := e.upload(t, e.target(), targets.Job{}, disk, name, nil)
+	if err != nil {
+		t.Fatalf("upload: %v\n%s", err, log)
+	}
+	e.checkVHD(t, name+".vhd", disk)
+	mu.Lock()
+	defer mu.Unlock()
+	if refused == 0 || badMD5 != 0 {
+		t.Errorf("%d Put Page requests, %d refused, %d without the right Content-MD5", pages, refused, badMD5)
 	}
 }

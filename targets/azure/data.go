@@ -65,7 +65,7 @@ type gallery struct {
 type wire struct {
 	ApplicationID    *string           `json:"application_id"`
 	ApplicationKey   *string           `json:"application_key"`
-	UserID           json.RawMessage   `json:"user_id"`
+	UserID           any               `json:"user_id"`
 	ImageName        string            `json:"image_name"`
 	Subscription     string            `json:"subscription"`
 	Container        string            `json:"container"`
@@ -140,7 +140,9 @@ func parseData(raw []byte, job targets.Job, privkey string) (*data, error) {
 	if w.ManagedImage != nil {
 		d.ManagedImage = *w.ManagedImage
 	}
-	if len(w.UserID) > 0 && !isScalar(w.UserID) {
+	switch w.UserID.(type) {
+	case nil, string, float64:
+	default:
 		return nil, invalid("user_id must be a number or a string")
 	}
 	if err := d.check(job); err != nil {
@@ -347,18 +349,6 @@ func archOf(job targets.Job) (string, error) {
 		return "Arm64", nil
 	}
 	return "", invalid("arch %q cannot run on Azure (x86_64 or aarch64)", job.Arch)
-}
-
-func isScalar(v json.RawMessage) bool {
-	var x any
-	if json.Unmarshal(v, &x) != nil {
-		return false
-	}
-	switch x.(type) {
-	case string, float64, nil:
-		return true
-	}
-	return false
 }
 
 // blobName is the page blob's name in the container.

@@ -3,10 +3,8 @@ package azure
 import (
 	"bytes"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -28,27 +26,23 @@ var (
 	nameRE    = regexp.MustCompile(`<clouduploadjob name="(\d+)"`)
 )
 
-// slowProxy is an HTTPS reverse proxy to Azurite that delays every Put
-// Page request, so a job can be killed in the middle of its upload.
-func slowProxy(t *testing.T, e *env, delay time.Duration) string {
+// proxy is an HTTPS reverse proxy to Azurite that lets the test see,
+// delay or refuse requests: hook runs first and has answered when it
+// returns true.
+func proxy(t *testing.T, e *env, hook func(w http.ResponseWriter, r *http.Request) bool) string {
 	target, _ := url.Parse(e.azurite.URL)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = e.ca.Client().Transport
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && r.URL.Query().Get("comp") == "page" {
-			time.Sleep(delay)
+		if !hook(w, r) {
+			rp.ServeHTTP(w, r)
 		}
-		rp.ServeHTTP(w, r)
 	})
-	cert, _, _ := e.ca.ServerCert(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	return "https://" + ln.Addr().String()
+	return e.ca.Serve(t, h)
+}
+
+func isPutPage(r *http.Request) bool {
+	return r.Method == http.MethodPut && r.URL.Query().Get("comp") == "page"
 }
 
 // TestEndToEnd submits azure jobs through the real daemon and uploader,
@@ -84,7 +78,13 @@ func TestEndToEnd(t *testing.T) {
 		"SSL_CERT_FILE=" + e.ca.File, // the uploader trusts the test CA as Go does on Linux
 		"AZURE_AUTHORITY_HOST=" + e.fake.URL,
 		"CLOUDUPLOAD_AZURE_ARM_ENDPOINT=" + e.fake.URL,
-		"CLOUDUPLOAD_AZURE_BLOB_ENDPOINT=" + slowProxy(t, e, 250*time.Millisecond) + "/{account}",
+		// Slow page writes, so a job can be killed in the middle.
+		"CLOUDUPLOAD_AZURE_BLOB_ENDPOINT=" + proxy(t, e, func(w http.ResponseWriter, r *http.Request) bool {
+			if isPutPage(r) {
+				time.Sleep(250 * time.Millisecond)
+			}
+			return false
+		}) + "/{account}",
 		"CLOUDUPLOAD_AZURE_WORKERS=1",
 	}
 	d := testutil.StartDaemon(t, bin, root, env)

@@ -1,12 +1,10 @@
 package azure
 
 import (
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -70,15 +68,7 @@ type operation struct {
 func startFake(t *testing.T, ca *azuretest.CA) *fakeAzure {
 	f := &fakeAzure{t: t, resources: map[string]map[string]any{}, ops: map[string]*operation{},
 		throttle: map[string]int{}, failOp: map[string]string{}, pollsPerOp: 1, storageKey: azuretest.Key}
-	cert, _, _ := ca.ServerCert(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: f, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	f.URL = "https://" + ln.Addr().String()
+	f.URL = ca.Serve(t, f)
 	f.addResource(storageAccountID(azuretest.Account), map[string]any{"name": azuretest.Account, "location": testLocation, "kind": "StorageV2"})
 	return f
 }

@@ -235,6 +235,9 @@ func (r *run) blobClient(ctx context.Context, cred azcore.TokenCredential, accou
 	return cc.NewPageBlobClient(d.blobName()), nil
 }
 
+// maxPageBlob is the largest page blob Azure stores.
+const maxPageBlob = 8 << 40
+
 // uploadBlob writes the disk and its VHD footer into the page blob,
 // creating it, resuming this job's own unfinished blob or reusing its
 // finished one. A blob of that name made by anything else is a conflict.
@@ -242,6 +245,9 @@ func (r *run) uploadBlob(ctx context.Context, size int64) error {
 	d := r.d
 	vhdSize := (size + 1<<20 - 1) &^ (1<<20 - 1) // Azure wants whole MiB
 	blobSize := vhdSize + image.VHDFooterSize
+	if blobSize > maxPageBlob {
+		return cloudupload.Errorf(cloudupload.EINVALID, "image %s holds a disk of %d bytes; a page blob holds at most 8 TiB", r.job.Filename, size)
+	}
 	name := d.Container + "/" + d.blobName()
 	props, err := r.blob.GetProperties(ctx, nil)
 	switch {
@@ -290,7 +296,6 @@ func (r *run) uploadBlob(ctx context.Context, size int64) error {
 	if err != nil {
 		return err
 	}
-	rc.Close()
 	progress.Done()
 	footer := image.VHDFooter(vhdSize, r.created(), r.footerID())
 	if err := w.put(ctx, vhdSize, footer); err != nil {

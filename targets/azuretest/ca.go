@@ -112,3 +112,18 @@ func (c *CA) Client() *http.Client {
 	tr.MaxIdleConnsPerHost = 64
 	return &http.Client{Transport: tr}
 }
+
+// Serve serves h over HTTPS on a free loopback port with a certificate from
+// the CA until the test ends, and returns its base URL.
+func (c *CA) Serve(tb testing.TB, h http.Handler) string {
+	tb.Helper()
+	cert, _, _ := c.ServerCert(tb)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadHeaderTimeout: time.Minute}
+	go srv.ServeTLS(ln, "", "")
+	tb.Cleanup(func() { srv.Close() })
+	return "https://" + ln.Addr().String()
+}
