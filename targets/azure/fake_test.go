@@ -50,12 +50,11 @@ type fakeAzure struct {
 	nextOp    int
 
 	// Behaviour the test sets.
-	denyStorage   bool           // storage tokens Azurite refuses: the target must use listKeys
-	throttle      map[string]int // "PUT images" → how many 429s to answer first
-	failOp        map[string]string
-	pollsPerOp    int // InProgress answers before the operation ends
-	storageKey    string
-	wrongSecretOK bool
+	denyStorage bool           // storage tokens Azurite refuses: the target must use listKeys
+	throttle    map[string]int // "PUT images" → how many 429s to answer first
+	failOp      map[string]string
+	pollsPerOp  int // InProgress answers before the operation ends
+	storageKey  string
 }
 
 type operation struct {
