@@ -203,7 +203,7 @@ func TestEndToEnd(t *testing.T) {
 		if state != "failed" || details != "killed" {
 			t.Errorf("killed job: %s %q\n%s", state, details, log)
 		}
-		if !strings.Contains(log, "removing what this job created: done") {
+		if !strings.Contains(log, "removed blob images/appliance-killed.vhd") || !strings.Contains(log, "removing what this job created: done") {
 			t.Errorf("the uploader did not say it cleaned up:\n%s", log)
 		}
 		if _, ok := e.blobs(t)["appliance-killed.vhd"]; ok {

@@ -529,6 +529,8 @@ func (r *run) cleanup() {
 			return r.versions.BeginDelete(ctx, d.ResourceGroup, g.Name, g.ImageDefinition, g.Version, nil)
 		}); err != nil {
 			r.log.Printf("azure: could not delete gallery image version %s/%s/%s: %v", g.Name, g.ImageDefinition, g.Version, tidy(err))
+		} else {
+			r.log.Printf("azure: removed gallery image version %s/%s/%s", g.Name, g.ImageDefinition, g.Version)
 		}
 	}
 	if r.createdImage {
@@ -536,12 +538,16 @@ func (r *run) cleanup() {
 			return r.images.BeginDelete(ctx, d.ResourceGroup, d.ImageName, nil)
 		}); err != nil {
 			r.log.Printf("azure: could not delete managed image %s: %v", d.ImageName, tidy(err))
+		} else {
+			r.log.Printf("azure: removed managed image %s", d.ImageName)
 		}
 	}
 	if r.createdBlob {
 		_, err := r.blob.Delete(ctx, &blob.DeleteOptions{DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude)})
 		if err != nil && httpStatus(err) != 404 {
 			r.log.Printf("azure: could not delete blob %s/%s: %v", d.Container, d.blobName(), tidy(err))
+		} else {
+			r.log.Printf("azure: removed blob %s/%s", d.Container, d.blobName())
 		}
 	}
 	done()
