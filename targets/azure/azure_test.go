@@ -40,7 +40,29 @@ func sparseDisk(size int, gpt bool, ranges ...[2]int) []byte {
 	return b
 }
 
-// upload publishes disk (as a .raw file) with target data for name plus
+// writeSparse writes disk to path as a sparse file: only its 4 KiB blocks
+// that hold data are written, the rest are holes.
+func writeSparse(t *testing.T, path string, disk []byte) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(len(disk))); err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, 4096)
+	for off := 0; off < len(disk); off += 4096 {
+		b := disk[off:min(off+4096, len(disk))]
+		if !bytes.Equal(b, zero[:len(b)]) {
+			if _, err := f.WriteAt(b, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// upload publishes disk (as a sparse .raw file) with target data for name plus
 // extra, and returns the result, the log and the error.
 func (e *env) upload(t *testing.T, tg *Target, job targets.Job, disk []byte, name string, extra map[string]any) (string, string, error) {
 	t.Helper()
@@ -51,9 +73,7 @@ func (e *env) upload(t *testing.T, tg *Target, job targets.Job, disk []byte, nam
 		job = targets.Job{ID: "7", User: "tester", Project: "home:tester", Repository: "images", Arch: "x86_64", Package: "appliance", Filename: job.Filename}
 	}
 	path := filepath.Join(t.TempDir(), job.Filename)
-	if err := os.WriteFile(path, disk, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeSparse(t, path, disk)
 	mtime := time.Unix(1700000000, 0)
 	if err := os.Chtimes(path, mtime, mtime); err != nil {
 		t.Fatal(err)
@@ -102,6 +122,9 @@ func TestSparseUpload(t *testing.T) {
 	}
 	if !strings.Contains(log, "with the service principal's token") {
 		t.Errorf("the log does not say the token was used:\n%s", log)
+	}
+	if !strings.Contains(log, "is a sparse file: reading only where it holds data") {
+		t.Errorf("the sparse file was read whole:\n%s", log)
 	}
 	if !strings.Contains(log, "skipped") {
 		t.Errorf("the log does not say what was skipped:\n%s", log)

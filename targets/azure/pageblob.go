@@ -102,7 +102,22 @@ func (w *pageWriter) writeDisk(ctx context.Context, r io.Reader, size int64) (pa
 
 	readErr := func() error {
 		defer close(work)
+		holes, _ := r.(dataSeeker)
 		for off := int64(0); off < size; {
+			if holes != nil {
+				next, err := holes.NextData(off)
+				if err != nil {
+					return fmt.Errorf("find data in disk: %w", err)
+				}
+				// Whole grains of hole are skipped without being read.
+				if skip := (next - off) &^ (grainSize - 1); skip > 0 {
+					skipped.Add(skip)
+					w.done(skip)
+					off += skip
+					holes.SkipTo(off)
+					continue
+				}
+			}
 			var buf []byte
 			select {
 			case buf = <-free:
@@ -188,6 +203,17 @@ func (w *pageWriter) put(ctx context.Context, off int64, p []byte) error {
 		return fmt.Errorf("put pages at %d (%d bytes): %w", off, len(p), tidy(err))
 	}
 	return nil
+}
+
+// dataSeeker is implemented by disks that know where their holes are
+// (image.Sparse): writeDisk skips whole grains of holes without reading
+// them.
+type dataSeeker interface {
+	// NextData returns the offset of the first byte at or after off that
+	// may hold data, or the disk size when none does.
+	NextData(off int64) (int64, error)
+	// SkipTo moves the read position forward to off.
+	SkipTo(off int64)
 }
 
 func (w *pageWriter) done(n int64) {

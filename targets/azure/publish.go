@@ -281,9 +281,18 @@ func (r *run) uploadBlob(ctx context.Context, size int64) error {
 		return fmt.Errorf("look up blob %s: %w", name, err)
 	}
 
-	rc, err := r.img.OpenDisk(ctx)
-	if err != nil {
-		return err
+	var rc io.ReadCloser
+	if r.img.Format() == "raw" {
+		// A raw file is the disk: when it is sparse, its holes need not be read.
+		if sp := image.OpenSparse(r.img.Path(), size); sp != nil {
+			r.log.Printf("azure: %s is a sparse file: reading only where it holds data", r.job.Filename)
+			rc = sp
+		}
+	}
+	if rc == nil {
+		if rc, err = r.img.OpenDisk(ctx); err != nil {
+			return err
+		}
 	}
 	defer rc.Close()
 	progress := r.log.Progress("azure: disk", size)
