@@ -62,6 +62,8 @@
 //     (CLOUDUPLOAD_AZURE_WORKERS, default 16), each with its Content-MD5;
 //     the SDK retries throttling (429, 503 with Retry-After), timeouts and
 //     5xx. Memory is bounded by (workers+2) × 4 MiB whatever the image.
+//     A raw image that is a sparse file is read only where it holds data
+//     (SEEK_DATA, uploader/image.OpenSparse).
 //  3. The blob is written with the principal's token when it has a data
 //     role (Storage Blob Data Contributor), otherwise with the account key
 //     from ARM's listKeys; the log says which.
