@@ -13,10 +13,12 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # test-deps installs what the tests talk to when missing: moto (a local
-# AWS), versitygw (an S3 server that checks signatures), xz and zstd.
+# AWS), versitygw (an S3 server that checks signatures), xz and zstd,
+# Azurite (the Azure Storage emulator, npm).
 test-deps:
 	@scripts/ensure-test-deps.sh
 	@scripts/ensure-s3-test-server.sh
+	@scripts/ensure-azurite.sh
 
 STATICCHECK_VERSION := v0.8.2
 
@@ -29,7 +31,7 @@ vet:
 # The daemon reaches targets only through the uploader process: it must not
 # link a target or a cloud SDK.
 layering:
-	@bad=$$($(GO) list -deps ./cmd/cloudupload-server ./backend/... ./xmlapi/... | grep -E 'aws-sdk-go|/targets' || true); \
+	@bad=$$($(GO) list -deps ./cmd/cloudupload-server ./backend/... ./xmlapi/... | grep -E 'aws-sdk-go|azure-sdk-for-go|/targets' || true); \
 	  if [ -n "$$bad" ]; then echo "the daemon must not import targets or cloud SDKs:"; echo "$$bad"; exit 1; fi
 
 test: test-deps build vet layering

@@ -13,6 +13,7 @@ out=${1:-bench-results}
 mkdir -p "$out"
 scripts/ensure-test-deps.sh
 scripts/ensure-s3-test-server.sh
+scripts/ensure-azurite.sh
 # The S3 comparison needs the other clients; install them when missing.
 if ! command -v rclone >/dev/null || ! command -v aws >/dev/null; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -437,8 +437,7 @@ func BenchmarkKill(b *testing.B) {
 // (stream) and with a validate process per create (exec: the same uploader
 // behind a wrapper that does not know validate-stream).
 func BenchmarkCreateBurst(b *testing.B) {
-	bin := testutil.BuildCommands(b, "github.com/cloudupload/cloudupload/cmd/cloudupload-server",
-		"github.com/cloudupload/cloudupload/cmd/clouduploader")
+	bin := testutil.BuildBinaries(b)
 	wrapper := filepath.Join(b.TempDir(), "exec-only")
 	os.WriteFile(wrapper, []byte("#!/bin/sh\n[ \"$1\" = validate-stream ] && exit 2\nexec "+filepath.Join(bin, "clouduploader")+" \"$@\"\n"), 0o755)
 	for _, mode := range []struct{ name, uploader string }{

@@ -43,8 +43,7 @@ var (
 // and that no process, staging directory, temporary or partial file is
 // left.
 func TestCrash(t *testing.T) {
-	bin := testutil.BuildCommands(t, "github.com/cloudupload/cloudupload/cmd/cloudupload-server",
-		"github.com/cloudupload/cloudupload/cmd/clouduploader")
+	bin := testutil.BuildBinaries(t)
 	dir := t.TempDir()
 	c := &crashRun{
 		t: t, bin: bin, rng: rand.New(rand.NewPCG(*crashSeed, 1)),

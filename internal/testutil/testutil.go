@@ -1,12 +1,12 @@
 // Package testutil holds helpers shared by the project's tests: golden
-// files, a goroutine-safe buffer and building the commands. Only test code imports it.
+// files, a goroutine-safe buffer, and the real daemon built and started for
+// end-to-end tests (BuildBinaries, StartDaemon). Only test code imports it.
 package testutil
 
 import (
 	"bytes"
 	"flag"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -59,17 +59,4 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// BuildCommands builds the project's commands (package paths such as
-// "github.com/cloudupload/cloudupload/cmd/clouduploader") into a temporary
-// directory, which it returns, for tests that run the real binaries.
-func BuildCommands(t testing.TB, pkgs ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
 }

@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/targets/azure"
 	"github.com/cloudupload/cloudupload/targets/ec2"
 	"github.com/cloudupload/cloudupload/targets/mirror"
 	"github.com/cloudupload/cloudupload/targets/s3"
@@ -16,6 +17,7 @@ import (
 func All() []targets.Target {
 	all := []targets.Target{
 		// One line per target, e.g. ec2.New(),
+		azure.New(),
 		ec2.New(),
 		mirror.New(),
 		s3.New(),

@@ -23,6 +23,9 @@
 // extension this package does not know (.iso, .tar.xz, .box, .json) is a
 // plain file, format "".
 //
+// VHDFooter writes the footer that makes a raw disk a fixed VHD (the azure
+// target appends it to its page blobs).
+//
 // Errors about the image's content are *cloudupload.Error with code
 // EINVALID, naming the image by its file name, never by its path on the
 // server.
