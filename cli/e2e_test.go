@@ -436,7 +436,7 @@ func TestErrors(t *testing.T) {
 		want string // the whole of stderr
 	}{
 		{[]string{"show", "999"}, 3, "cloudupload: job 999: no such job (HTTP 404)\n"},
-		{[]string{"submit", "--target", "nope", "P/R/x86_64/K/img.raw"}, 3, "cloudupload: submit: unknown target \"nope\" (known: ec2, mirror, s3) (HTTP 400)\n"},
+		{[]string{"submit", "--target", "nope", "P/R/x86_64/K/img.raw"}, 3, "cloudupload: submit: unknown target \"nope\" (known: azure, ec2, mirror, s3) (HTTP 400)\n"},
 		{[]string{"submit", "--target", "mirror", "--data", "-", "P/R/x86_64/K/missing.raw"}, 3, ""},
 		{[]string{"submit", "--target", "mirror", "--data", "/nonexistent", "P/R/x86_64/K/img.raw"}, 2, "cloudupload: target data: open /nonexistent: no such file or directory\n"},
 		{[]string{"submit", "--target", "mirror", "P/R/img.raw"}, 2, "cloudupload: submit: \"P/R/img.raw\" is not PROJECT/REPOSITORY/ARCH/PACKAGE/FILENAME\n"},
