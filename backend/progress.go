@@ -23,8 +23,10 @@ import (
 // CLOUDUPLOAD_PROGRESS_FILE (see targets.Log.ReportProgress); the daemon
 // reads it when the job is asked for, which costs one stat while it has not
 // changed. Rate and ETA come from the samples seen in the last
-// rateWindow. When the job becomes final, its last figures are written to
-// job.json with it (100% for a succeeded job).
+// rateWindow; they change only when the bytes done do (or fall to 0 after
+// rateWindow without any), so that polls between two reports get the same
+// document and its ETag a 304. When the job becomes final, its last
+// figures are written to job.json with it (100% for a succeeded job).
 const (
 	fileProgress     = "progress"
 	envProgressFile  = "CLOUDUPLOAD_PROGRESS_FILE"
@@ -42,6 +44,11 @@ type progress struct {
 	phase   cloudupload.State // the state the samples belong to
 	start   time.Time         // when the phase began, as far as known
 	samples []sample          // ascending times, at most maxSamples
+	// The figures as last shown: kept while done does not change, so that
+	// a poll between two reports gets the same document (and a 304).
+	shownDone  int64
+	shownRate  float64
+	shownSince time.Time // when done last changed
 	// The progress file as last read.
 	fileMod  time.Time
 	fileSize int64
@@ -125,11 +132,11 @@ func (p *progress) measure(m *Manager, j *cloudupload.Job, now time.Time) {
 	defer p.mu.Unlock()
 	if p.phase != j.State {
 		// A phase this daemon did not see begin (it restarted since).
-		p.phase, p.start, p.samples = j.State, now, p.samples[:0]
-		p.fileMod, p.fileSize, p.fileDone, p.fileTot = time.Time{}, 0, 0, 0
+		start := now
 		if j.State == cloudupload.StateUploading && j.Started > 0 {
-			p.start = time.Unix(j.Started, 0)
+			start = time.Unix(j.Started, 0)
 		}
+		p.reset(j.State, start)
 	}
 	var done, total int64
 	if j.State == cloudupload.StateReceiving {
@@ -158,7 +165,13 @@ func (p *progress) measure(m *Manager, j *cloudupload.Job, now time.Time) {
 	p.add(now, done)
 	j.BytesDone, j.BytesTotal = done, total
 	j.Progress = percent(done, total)
-	j.Rate = p.rate(now, done)
+	switch {
+	case done != p.shownDone || p.shownSince.IsZero():
+		p.shownDone, p.shownRate, p.shownSince = done, p.rate(now, done), now
+	case now.Sub(p.shownSince) > rateWindow:
+		p.shownRate = 0 // stalled
+	}
+	j.Rate = p.shownRate
 	j.ETA = 0
 	if j.Rate > 0 && total > 0 {
 		j.ETA = int64(float64(total-done)/j.Rate + 0.5)
@@ -202,9 +215,15 @@ func (p *progress) rate(now time.Time, done int64) float64 {
 func (p *progress) begin(phase cloudupload.State, t time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.phase, p.start, p.samples = phase, t, p.samples[:0]
-	p.fileMod, p.fileSize, p.fileDone, p.fileTot = time.Time{}, 0, 0, 0
+	p.reset(phase, t)
 	p.received.Store(0)
+}
+
+// reset forgets the figures of the previous phase. The caller holds p.mu.
+func (p *progress) reset(phase cloudupload.State, start time.Time) {
+	p.phase, p.start, p.samples = phase, start, p.samples[:0]
+	p.fileMod, p.fileSize, p.fileDone, p.fileTot = time.Time{}, 0, 0, 0
+	p.shownDone, p.shownRate, p.shownSince = 0, 0, time.Time{}
 }
 
 // percent is done of total as an integer percentage, "" when total is

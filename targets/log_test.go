@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -116,5 +117,27 @@ func TestProgressFileUnwritable(t *testing.T) {
 	p.Done()
 	if n := strings.Count(buf.String(), "cannot report progress"); n != 1 {
 		t.Errorf("%d complaints, want 1:\n%s", n, buf.String())
+	}
+}
+
+// Transfers add from many goroutines (ec2's block writers): the final
+// report has every byte.
+func TestProgressFileConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "progress")
+	l := NewLog(io.Discard)
+	l.ReportProgress(path)
+	p := l.Progress("snapshot", 8*1000)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 1000 {
+				p.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	p.Done()
+	if b, _ := os.ReadFile(path); string(b) != `{"done":8000,"total":8000}`+"\n" {
+		t.Errorf("progress file %q", b)
 	}
 }
