@@ -1,5 +1,6 @@
 // Package testutil holds helpers shared by the project's tests: golden
-// files and a goroutine-safe buffer. Only test code imports it.
+// files, a goroutine-safe buffer, and the real daemon built and started for
+// end-to-end tests (BuildBinaries, StartDaemon). Only test code imports it.
 package testutil
 
 import (
