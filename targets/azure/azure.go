@@ -83,8 +83,8 @@ type endpoints struct {
 }
 
 // endpointsFrom reads the environment: AZURE_AUTHORITY_HOST (as azidentity
-// reads it), CLOUDUPLOAD_AZURE_ARM_ENDPOINT, CLOUDUPLOAD_AZURE_BLOB_ENDPOINT
-// and CLOUDUPLOAD_AZURE_WORKERS.
+// reads it), CLOUDUPLOAD_AZURE_ARM_ENDPOINT, CLOUDUPLOAD_AZURE_ARM_AUDIENCE,
+// CLOUDUPLOAD_AZURE_BLOB_ENDPOINT and CLOUDUPLOAD_AZURE_WORKERS.
 func endpointsFrom(getenv func(string) string) (endpoints, error) {
 	e := endpoints{authority: publicAuthority, arm: publicARM, armAud: publicARMAud, blob: publicBlob, workers: defaultWorkers}
 	check := func(name, v string) (string, error) {
@@ -105,6 +105,12 @@ func endpointsFrom(getenv func(string) string) (endpoints, error) {
 		if e.arm, err = check("CLOUDUPLOAD_AZURE_ARM_ENDPOINT", v); err != nil {
 			return e, err
 		}
+	}
+	if v := getenv("CLOUDUPLOAD_AZURE_ARM_AUDIENCE"); v != "" {
+		if e.armAud, err = check("CLOUDUPLOAD_AZURE_ARM_AUDIENCE", v); err != nil {
+			return e, err
+		}
+		e.armAud += "/"
 	}
 	if v := getenv("CLOUDUPLOAD_AZURE_BLOB_ENDPOINT"); v != "" {
 		if !strings.Contains(v, "{account}") {

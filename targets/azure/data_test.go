@@ -128,3 +128,31 @@ func otherKey(t *testing.T) *rsa.PrivateKey {
 	}
 	return k
 }
+
+// TestEndpoints reads the environment and refuses what is not https.
+func TestEndpoints(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	e, err := endpointsFrom(getenv)
+	if err != nil || !e.publicCloud() || e.arm != publicARM || e.blob != publicBlob || e.workers != defaultWorkers {
+		t.Fatalf("defaults: %+v, %v", e, err)
+	}
+	env["AZURE_AUTHORITY_HOST"] = "https://login.microsoftonline.us"
+	env["CLOUDUPLOAD_AZURE_ARM_ENDPOINT"] = "https://management.usgovcloudapi.net/"
+	env["CLOUDUPLOAD_AZURE_ARM_AUDIENCE"] = "https://management.core.usgovcloudapi.net"
+	env["CLOUDUPLOAD_AZURE_BLOB_ENDPOINT"] = "https://{account}.blob.core.usgovcloudapi.net"
+	e, err = endpointsFrom(getenv)
+	if err != nil || e.publicCloud() || e.arm != "https://management.usgovcloudapi.net" || e.armAud != "https://management.core.usgovcloudapi.net/" {
+		t.Fatalf("sovereign cloud: %+v, %v", e, err)
+	}
+	for k, v := range map[string]string{
+		"AZURE_AUTHORITY_HOST":            "http://login.example",
+		"CLOUDUPLOAD_AZURE_BLOB_ENDPOINT": "https://blob.example",
+		"CLOUDUPLOAD_AZURE_WORKERS":       "65",
+	} {
+		env := map[string]string{k: v}
+		if _, err := endpointsFrom(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%s: %v", k, v, err)
+		}
+	}
+}

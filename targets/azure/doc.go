@@ -121,6 +121,9 @@
 //	                                 other host disables AAD instance
 //	                                 discovery, as Azure Stack needs
 //	CLOUDUPLOAD_AZURE_ARM_ENDPOINT   ARM (default https://management.azure.com)
+//	CLOUDUPLOAD_AZURE_ARM_AUDIENCE   ARM's token audience, for sovereign clouds
+//	                                 and Azure Stack (default
+//	                                 https://management.core.windows.net/)
 //	CLOUDUPLOAD_AZURE_BLOB_ENDPOINT  blob service with {account} (default
 //	                                 https://{account}.blob.core.windows.net)
 //	CLOUDUPLOAD_AZURE_WORKERS        parallel page writes, 1–64 (default 16)
