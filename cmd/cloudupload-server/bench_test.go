@@ -448,6 +448,22 @@ func BenchmarkCreateBurst(b *testing.B) {
 			p := startProcessWith(b, filepath.Join(bin, "cloudupload-server"), mode.uploader, b.TempDir(),
 				"--mirror", "bench="+mirror, "--max-connections", "512")
 			lat, total, failed := createBurst(b, p.url, 200)
+			if failed > 0 {
+				for _, line := range strings.Split(p.log.String(), "\n") {
+					if strings.Contains(line, "level=ERROR") {
+						b.Logf("first error the server logged: %s", line)
+						break
+					}
+				}
+			}
+			// Let the uploads end before the trees are removed.
+			for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				list := string(get(b, p.url+"/cloudupload"))
+				if !strings.Contains(list, "<state>created</state>") && !strings.Contains(list, "<state>receiving</state>") &&
+					!strings.Contains(list, "<state>scheduled</state>") && !strings.Contains(list, "<state>uploading</state>") {
+					break
+				}
+			}
 			b.ReportMetric(float64(failed), "failed-creates")
 			b.ReportMetric(ms(percentile(lat, 0.5)), "ms-p50/create")
 			b.ReportMetric(ms(percentile(lat, 0.99)), "ms-p99/create")
