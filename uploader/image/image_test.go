@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	cloudupload "github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/targets"
 )
 
 // rawDisk returns a disk of size bytes: random data in some 64 KiB chunks,
@@ -122,6 +123,19 @@ func checkDisk(t *testing.T, im *img, want []byte, format string) {
 	if err := rc.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
+}
+
+// readDisk reads im's disk to the end and returns the error that ended it
+// (nil at the end of the disk).
+func readDisk(t *testing.T, im targets.Image) error {
+	t.Helper()
+	rc, err := im.OpenDisk(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
 }
 
 func firstDiff(a, b []byte) int {
@@ -304,13 +318,7 @@ func TestCorrupt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc, err := im.OpenDisk(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
-		if err == nil {
+		if err := readDisk(t, im); err == nil {
 			t.Errorf("pure=%v: corrupt xz read without error", pure)
 		} else if bytes.Contains([]byte(err.Error()), []byte(dir)) {
 			t.Errorf("error names the server path: %v", err)
@@ -382,12 +390,7 @@ func TestXZParallel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc, err := im.OpenDisk(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		_, err = io.Copy(io.Discard, rc)
+		err = readDisk(t, im)
 		var ce *cloudupload.Error
 		if !errors.As(err, &ce) || ce.Code != cloudupload.EINVALID || !strings.Contains(err.Error(), "bad.raw.xz: xz block") {
 			t.Fatalf("corrupt block: got %v, want an EINVALID error naming the image and block", err)
