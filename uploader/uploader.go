@@ -53,7 +53,8 @@ const usage = `usage:
       data in <target data file>; write the result (or why it failed) to
       <result file>. Job fields come from CLOUDUPLOAD_JOB, CLOUDUPLOAD_PROJECT,
       CLOUDUPLOAD_REPOSITORY, CLOUDUPLOAD_ARCH, CLOUDUPLOAD_PACKAGE; without
-      them the arch is taken from <filename>.
+      them the arch is taken from <filename>. CLOUDUPLOAD_IMAGE_SHA256 (hex)
+      is the SHA-256 of <image> when known; targets that store it check it.
   clouduploader validate <target>
       check the target data on standard input for the job in the same
       environment (plus CLOUDUPLOAD_USER and CLOUDUPLOAD_FILENAME when set);

@@ -84,8 +84,10 @@ func benchChild() {
 // target (in a child process), `aws s3 cp` and `rclone copy`, one after the
 // other in the same run, and reports each one's MiB/s and peak memory, and
 // the target's speed as a ratio to each (x-aws, x-rclone: above 1 is
-// faster), and the CPU time each client process used (the server's is not
-// counted). The clients run with their default settings (but for rclone's
+// faster; goals 1.2 and 2), and the CPU time each client process used (the
+// server's is not counted). The target runs as the daemon runs it, with
+// CLOUDUPLOAD_IMAGE_SHA256 set, and also without it (nodigest-*: the
+// SHA-256 is learnt during the upload and stored as a tag). The clients run with their default settings (but for rclone's
 // 100-continue wait, below). The server keeps its data in /dev/shm. Missing clients
 // are installed with apt-get when running as root; otherwise the benchmark
 // fails naming them.
@@ -139,6 +141,7 @@ func BenchmarkUpload1GiB(b *testing.B) {
 	rate := map[string]float64{}
 	peak := map[string]float64{}
 	cpu := map[string]float64{}
+	serverCPU := map[string]float64{}
 	b.ResetTimer()
 	// Rounds alternate the clients and each keeps its best: the machine is
 	// shared and its load changes from one second to the next.
@@ -147,9 +150,10 @@ func BenchmarkUpload1GiB(b *testing.B) {
 			cmd := c.cmd(round)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
-			start := time.Now()
+			start, scpu := time.Now(), s.cpu()
 			err := cmd.Run()
 			d := time.Since(start)
+			scpu = s.cpu() - scpu
 			if err != nil {
 				b.Fatalf("%s: %v\n%s", c.name, err, out.String())
 			}
@@ -180,7 +184,10 @@ func BenchmarkUpload1GiB(b *testing.B) {
 			// Free the server's memory for the next client.
 			removeAll(b, s, bucket, c.name+"/")
 			mibs := benchSize / float64(1<<20) / d.Seconds()
-			rate[c.name] = max(rate[c.name], mibs) // best of the rounds
+			if mibs > rate[c.name] {
+				rate[c.name] = mibs // best of the rounds
+				serverCPU[c.name] = scpu.Seconds()
+			}
 			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 				peak[c.name] = max(peak[c.name], float64(ru.Maxrss)/1024) // KiB on Linux
 				used := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
@@ -206,6 +213,8 @@ func BenchmarkUpload1GiB(b *testing.B) {
 	b.ReportMetric(cpu["target"], "cpu-s")
 	b.ReportMetric(cpu["aws"], "aws-cpu-s")
 	b.ReportMetric(cpu["rclone"], "rclone-cpu-s")
+	b.ReportMetric(serverCPU["target"], "server-cpu-s")
+	b.ReportMetric(serverCPU["aws"], "aws-server-cpu-s")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -259,6 +268,7 @@ func BenchmarkDecompressUpload(b *testing.B) {
 	}
 	var bestUp, bestDec, bestXZ1 time.Duration = 1 << 62, 1 << 62, 1 << 62
 	var peak, cpu float64
+	var serverCPU time.Duration
 	decode() // warm the page cache
 	for round := range b.N * benchRounds {
 		d1 := decode()
@@ -266,11 +276,12 @@ func BenchmarkDecompressUpload(b *testing.B) {
 		cmd.Env = append(env, fmt.Sprintf("%s=%s disk/%d.raw %s decompress", childEnv, bucket, round, file))
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
-		start := time.Now()
+		start, scpu := time.Now(), s.cpu()
 		if err := cmd.Run(); err != nil {
 			b.Fatalf("upload: %v\n%s", err, out.String())
 		}
 		up := time.Since(start)
+		scpu = s.cpu() - scpu
 		b.Logf("round %d upload log:\n%s", round, out.String())
 		d2 := decode()
 		x := xz1()
@@ -283,7 +294,7 @@ func BenchmarkDecompressUpload(b *testing.B) {
 		// Each round is judged against the decoding around it: the
 		// machine's load changes from one second to the next.
 		if up < bestUp {
-			bestUp, bestDec = up, (d1+d2)/2
+			bestUp, bestDec, serverCPU = up, (d1+d2)/2, scpu
 		}
 		bestXZ1 = min(bestXZ1, x)
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
@@ -299,6 +310,7 @@ func BenchmarkDecompressUpload(b *testing.B) {
 	b.ReportMetric(bestXZ1.Seconds()/bestDec.Seconds(), "decode-x-xz1")
 	b.ReportMetric(peak, "peak-MiB")
 	b.ReportMetric(cpu, "cpu-s")
+	b.ReportMetric(serverCPU.Seconds(), "server-cpu-s")
 	b.ReportMetric(0, "ns/op")
 }
 
