@@ -91,13 +91,12 @@
 // the parts in order (a decompressed stream into at most 10 pooled part
 // buffers, ≤ 256 MiB; a plain file's parts are not buffered but read in
 // place, io.SectionReader); one hashes them in order: the object's SHA-256
-// and CRC32C, and each part's CRC32C; the senders send each part with its
-// CRC32C in the signed x-amz-checksum-crc32c header, which S3 verifies, and
-// an UNSIGNED-PAYLOAD signature (the checksum protects the body; the
-// payload is not hashed a second time). The upload is created with checksum
-// algorithm CRC32C and type FULL_OBJECT, and completed with the object's
-// CRC32C, which S3 checks against the parts: the object then carries a
-// full-object CRC32C that any client can compare with the local file. S3's
+// and each part's CRC32C; the senders send each part with its CRC32C in the
+// signed x-amz-checksum-crc32c header, which S3 verifies, and an
+// UNSIGNED-PAYLOAD signature (the checksum protects the body; the payload
+// is not hashed a second time). The upload is created with checksum
+// algorithm CRC32C and type FULL_OBJECT: S3 combines the parts' CRC32C
+// into the object's, which any client can compare with the local file. S3's
 // full-object checksums exist only for CRC algorithms (SHA-256 is only
 // composite, per part), so the SHA-256 goes in metadata or tag as above.
 // CRC32C costs a small fraction of SHA-256 on both sides (SSE4.2), and,

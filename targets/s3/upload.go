@@ -57,7 +57,7 @@ const (
 )
 
 // castagnoli is the CRC32C table: each part carries its CRC32C, which S3
-// checks, and the whole object its full-object CRC32C.
+// checks and from which it computes the object's full-object CRC32C.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // partSize chooses the part size for an object of size bytes: 16 MiB, or
@@ -222,8 +222,8 @@ func crc32c(c uint32) *string {
 // multipart sends the object in parts, through three stages: the calling
 // goroutine reads the parts in order (a streamed source into pooled
 // buffers; a file's parts are only numbered), one goroutine hashes them in
-// order (the object's SHA-256 and full-object CRC32C, and each part's
-// CRC32C), and the workers send them, each with its CRC32C, which S3
+// order (the object's SHA-256 and each part's CRC32C), and the workers send
+// them, each with its CRC32C, which S3
 // checks: so the bytes S3 stores are the bytes the SHA-256 was computed
 // from, even when a file's parts are read a second time to be sent. The
 // hashing stage checks the SHA-256 against o.want before the last part may
@@ -304,12 +304,11 @@ func (u *uploader) multipart(ctx context.Context, o *object, ps int64) (sum [sha
 		}()
 	}
 
-	var full uint32 // the object's CRC32C
 	hashed := make(chan struct{})
 	go func() {
 		defer close(hashed)
 		defer close(work)
-		sum, full = u.hash(ctx2, o, ps, nparts, toHash, work, pool, fail)
+		sum = u.hash(ctx2, o, ps, nparts, toHash, work, pool, fail)
 	}()
 
 	if err := u.read(ctx2, o, ps, nparts, pool, toHash); err != nil {
@@ -329,8 +328,7 @@ func (u *uploader) multipart(ctx context.Context, o *object, ps int64) (sum [sha
 	_, err = u.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &o.bucket, Key: &o.key, UploadId: id,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
-		ChecksumType:    types.ChecksumTypeFullObject, ChecksumCRC32C: crc32c(full),
-		MpuObjectSize: aws.Int64(o.size),
+		ChecksumType:    types.ChecksumTypeFullObject, MpuObjectSize: aws.Int64(o.size),
 	})
 	if err != nil {
 		return sum, s3Error(fmt.Sprintf("complete upload to s3://%s/%s", o.bucket, o.key), err)
@@ -396,9 +394,9 @@ func (u *uploader) read(ctx context.Context, o *object, ps int64, nparts int, po
 }
 
 // hash is the hashing stage: it computes each part's CRC32C and, in order,
-// the object's SHA-256 and CRC32C, and passes the parts on to the workers.
+// the object's SHA-256, and passes the parts on to the workers.
 // The last part is passed on only when the SHA-256 matches o.want.
-func (u *uploader) hash(ctx context.Context, o *object, ps int64, nparts int, toHash <-chan part, work chan<- part, pool chan<- []byte, fail func(error)) (sum [sha256.Size]byte, full uint32) {
+func (u *uploader) hash(ctx context.Context, o *object, ps int64, nparts int, toHash <-chan part, work chan<- part, pool chan<- []byte, fail func(error)) (sum [sha256.Size]byte) {
 	h := sha256.New()
 	var buf []byte
 	for p := range toHash {
@@ -422,7 +420,6 @@ func (u *uploader) hash(ctx context.Context, o *object, ps int64, nparts int, to
 				read += int64(m)
 				h.Write(buf[:m])
 				p.crc = crc32.Update(p.crc, castagnoli, buf[:m])
-				full = crc32.Update(full, castagnoli, buf[:m])
 				if err == io.EOF || err == io.ErrUnexpectedEOF {
 					if read != size {
 						fail(fmt.Errorf("read image: the file is shorter than %s", targets.MiB(o.size)))
@@ -440,7 +437,6 @@ func (u *uploader) hash(ctx context.Context, o *object, ps int64, nparts int, to
 		} else {
 			h.Write(data)
 			p.crc = crc32.Checksum(data, castagnoli)
-			full = crc32.Update(full, castagnoli, data)
 		}
 		if p.n == nparts-1 {
 			h.Sum(sum[:0])
@@ -460,7 +456,7 @@ func (u *uploader) hash(ctx context.Context, o *object, ps int64, nparts int, to
 			}
 		}
 	}
-	return sum, full
+	return sum
 }
 
 // tagDigest stores a SHA-256 learnt during the upload as the object's tag

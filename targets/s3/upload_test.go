@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/uploader/image"
@@ -215,6 +216,16 @@ func testServer(t *testing.T, s *server) {
 				t.Fatalf("SHA-256 stored as %s, want metadata (known when the upload started)", where)
 			} else if where != "tag" && multi && (!c.digest || p.cfg.Decompress) {
 				t.Fatalf("SHA-256 stored as %s, want the tag (learnt during the upload)", where)
+			}
+			if multi := len(want) >= testPart; multi && s.name == "versitygw" {
+				// The full-object CRC32C S3 combined from the parts'.
+				head, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &c.want, ChecksumMode: types.ChecksumModeEnabled})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if aws.ToString(head.ChecksumCRC32C) != b64crc(want) || head.ChecksumType != types.ChecksumTypeFullObject {
+					t.Fatalf("object checksum CRC32C %v type %q, want %s FULL_OBJECT", aws.ToString(head.ChecksumCRC32C), head.ChecksumType, b64crc(want))
+				}
 			}
 			if len(p.cfg.Tags) > 0 {
 				out, err := s.api.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: &bucket, Key: &c.want})
