@@ -100,14 +100,7 @@ func writeBenchDisk(path string) error {
 		return err
 	}
 	r := rand.New(rand.NewPCG(7, 7))
-	var words [][]byte
-	for range 4096 {
-		w := make([]byte, 2+r.IntN(10))
-		for k := range w {
-			w[k] = byte('a' + r.IntN(26))
-		}
-		words = append(words, append(w, ' '))
-	}
+	text := benchutil.NewText(r)
 	buf := make([]byte, benchRun)
 	for off := int64(0); off < benchDiskSize; off += benchStride {
 		for m := 0; m < benchRun; m += 1 << 20 {
@@ -118,9 +111,7 @@ func writeBenchDisk(path string) error {
 				}
 				continue
 			}
-			for i := 0; i < len(blk); {
-				i += copy(blk[i:], words[r.IntN(len(words))])
-			}
+			text.Fill(blk)
 		}
 		if _, err := f.WriteAt(buf, off); err != nil {
 			return err

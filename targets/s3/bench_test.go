@@ -347,14 +347,7 @@ func benchXZ(b *testing.B) string {
 		b.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(3, 3))
-	var words [][]byte
-	for range 4096 {
-		word := make([]byte, 2+r.IntN(10))
-		for k := range word {
-			word[k] = byte('a' + r.IntN(26))
-		}
-		words = append(words, append(word, ' '))
-	}
+	text := benchutil.NewText(r)
 	blk := make([]byte, 1<<20)
 	for range decompressDisk >> 20 {
 		switch r.IntN(8) {
@@ -365,9 +358,7 @@ func benchXZ(b *testing.B) string {
 				blk[i] = byte(r.Uint32())
 			}
 		default:
-			for i := 0; i < len(blk); {
-				i += copy(blk[i:], words[r.IntN(len(words))])
-			}
+			text.Fill(blk)
 		}
 		if _, err := w.Write(blk); err != nil {
 			b.Fatal(err)
