@@ -58,6 +58,8 @@ const usage = `usage:
       CLOUDUPLOAD_REPOSITORY, CLOUDUPLOAD_ARCH, CLOUDUPLOAD_PACKAGE; without
       them the arch is taken from <filename>. With CLOUDUPLOAD_PROGRESS_FILE
       set, the transfer's progress is written there as {"done":N,"total":M}.
+      CLOUDUPLOAD_IMAGE_SHA256 (hex) is the SHA-256 of <image> when known;
+      targets that store it check it.
   clouduploader validate-stream
       answer validate's question for many jobs: one JSON request per line
       on standard input, one JSON answer per line on standard output (the

@@ -124,7 +124,16 @@ func (c *config) check() error {
 	if c.StorageClass != "" && !contains(storageClasses, c.StorageClass) {
 		return invalid("storage_class %q is not one of %s", clip(c.StorageClass), strings.Join(storageClasses, ", "))
 	}
-	return checkTags(c.Tags)
+	if err := checkTags(c.Tags); err != nil {
+		return err
+	}
+	if _, ok := c.Tags[tagSHA256]; ok {
+		return invalid("tags: key %q is reserved for the object's SHA-256", tagSHA256)
+	}
+	if c.Decompress && len(c.Tags) >= maxTags {
+		return invalid("tags has %d entries; with decompress at most %d: the disk's SHA-256, learnt during the upload, is stored as the tag %s", len(c.Tags), maxTags-1, tagSHA256)
+	}
+	return nil
 }
 
 var (

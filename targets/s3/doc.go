@@ -59,27 +59,53 @@
 // refreshed). Path-style addressing is used when AWS_ENDPOINT_URL or
 // AWS_ENDPOINT_URL_S3 is set.
 //
-// The object's SHA-256 is stored as metadata x-amz-meta-sha256 (hex). S3 takes
-// metadata only when an upload starts, and offers a full-object checksum only
-// for CRC algorithms (CopyObject onto itself to add metadata later would copy
-// the whole object server-side, and only up to 5 GiB), so the SHA-256 is
-// computed first, in one sequential pass; for a plain file, other goroutines
-// hash each part meanwhile on the spare cores. Measured here for 1 GiB
-// (BenchmarkUpload1GiB, a loaded 2-core machine): that pass takes 1–2 s of a
-// 6 s upload to a local server; against real S3 links it is a small share. For
-// decompress it costs a second decompression (which also gives the size of a
-// gzip disk, otherwise known only by decompressing).
+// # The object's SHA-256
 //
-// Objects below the part size go in one PutObject carrying that SHA-256,
-// which S3 verifies; larger ones in a multipart upload: 16 MiB parts (larger
-// when that would need more than 10,000), 8 in flight, each sent with its
-// SHA-256 in the signed x-amz-checksum-sha256 header, which S3 verifies, and
-// an UNSIGNED-PAYLOAD signature (the checksum protects the body; the payload
-// is not hashed a third time). No "Expect: 100-continue" is sent. A plain
-// file's parts are read in place (io.SectionReader, no buffering); a
-// decompressed stream is read into at most 9 part buffers (≤ 256 MiB),
-// hashed per part by the sending goroutine and as a whole on the way, and the
-// upload fails before its last part if the bytes differ from the first pass.
+// The SHA-256 of the stored bytes is computed while they are sent, never in
+// a pass before the first part goes up, and is stored with the object:
+//
+//   - as metadata x-amz-meta-sha256 (hex) when it is known before the upload
+//     starts: the daemon computes the SHA-256 of the file while it receives
+//     it and hands it to the uploader as CLOUDUPLOAD_IMAGE_SHA256 (hex; an
+//     uploader run by hand may set it too). It applies to a file stored as
+//     received, not to a decompressed disk. The upload still hashes what it
+//     sends and fails, aborting the multipart upload before its last part
+//     is sent, when the file hashes otherwise (it changed after it was
+//     received).
+//   - otherwise (decompress, or a run without the variable) as the object
+//     tag sha256, written with PutObjectTagging once the upload is complete
+//     (beside the user's tags, so with decompress at most 9 of those; the
+//     tag key sha256 is reserved). S3 takes metadata only when an upload
+//     starts; adding it later means CopyObject of the object onto itself,
+//     which copies every byte again server-side (UploadPartCopy above
+//     5 GiB) and leaves a second version in a versioned bucket; a tag is
+//     one small request. A failure to tag fails the job and deletes the
+//     object.
+//
+// Objects below the part size (and the empty object) are read into memory
+// and stored with one PutObject carrying the SHA-256 in the metadata and as
+// its checksum, which S3 verifies.
+//
+// Larger ones go in a multipart upload: 16 MiB parts (larger when that would
+// need more than 10,000), 8 in flight, in three stages. One goroutine reads
+// the parts in order (a decompressed stream into at most 10 pooled part
+// buffers, ≤ 256 MiB; a plain file's parts are not buffered but read in
+// place, io.SectionReader); one hashes them in order: the object's SHA-256
+// and each part's CRC32C; the senders send each part with its CRC32C in the
+// signed x-amz-checksum-crc32c header, which S3 verifies, and an
+// UNSIGNED-PAYLOAD signature (the checksum protects the body; the payload
+// is not hashed a second time). The upload is created with checksum
+// algorithm CRC32C and type FULL_OBJECT: S3 combines the parts' CRC32C
+// into the object's, which any client can compare with the local file. S3's
+// full-object checksums exist only for CRC algorithms (SHA-256 is only
+// composite, per part), so the SHA-256 goes in metadata or tag as above.
+// CRC32C costs a small fraction of SHA-256 on both sides (SSE4.2), and,
+// because each part's CRC32C comes from the same read as the SHA-256, S3
+// refuses a part whose bytes differ from those hashed (a plain file's part
+// is read a second time to be sent). No "Expect: 100-continue" is sent.
+// Only a decompressed disk whose size the file does not tell (gzip, zstd
+// without frame sizes) is decompressed once before the upload, to learn
+// the size the parts are cut by.
 // x-amz-meta-cloudupload-job names the job and start time of the upload that
 // wrote the object.
 //
@@ -96,7 +122,9 @@
 // The role (arn) needs, on arn:aws:s3:::<bucket>/*: s3:PutObject,
 // s3:AbortMultipartUpload, s3:GetObject (the latest pointer, and the check
 // before deleting an object after a failure), s3:DeleteObject (that
-// cleanup), s3:PutObjectTagging with tags, s3:PutObjectAcl with public; and
+// cleanup), s3:PutObjectTagging with tags, with decompress and for uploads
+// without CLOUDUPLOAD_IMAGE_SHA256 (the tag sha256), s3:PutObjectAcl with
+// public; and
 // s3:ListBucket on arn:aws:s3:::<bucket>, without which S3 answers a missing
 // latest pointer with 403 instead of 404. Its trust policy names the
 // service's account with the condition sts:ExternalId = external_id.

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"os"
@@ -33,6 +34,7 @@ type recorder struct {
 	parts    map[int32][]byte
 	sums     map[int32]string
 	complete *s3.CompleteMultipartUploadInput
+	tagging  *s3.PutObjectTaggingInput
 	aborts   int
 	inFlight int
 	peak     int
@@ -103,7 +105,7 @@ func (r *recorder) UploadPart(ctx context.Context, in *s3.UploadPartInput, _ ...
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.parts[*in.PartNumber] = b
-	r.sums[*in.PartNumber] = aws.ToString(in.ChecksumSHA256)
+	r.sums[*in.PartNumber] = aws.ToString(in.ChecksumCRC32C)
 	return &s3.UploadPartOutput{ETag: aws.String(fmt.Sprintf(`"etag-%d"`, *in.PartNumber))}, nil
 }
 
@@ -112,6 +114,13 @@ func (r *recorder) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteM
 	defer r.mu.Unlock()
 	r.complete = in
 	return &s3.CompleteMultipartUploadOutput{}, nil
+}
+
+func (r *recorder) PutObjectTagging(ctx context.Context, in *s3.PutObjectTaggingInput, _ ...func(*s3.Options)) (*s3.PutObjectTaggingOutput, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tagging = in
+	return &s3.PutObjectTaggingOutput{}, nil
 }
 
 func (r *recorder) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, _ ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
@@ -150,31 +159,53 @@ func b64sum(b []byte) string {
 	return base64.StdEncoding.EncodeToString(s[:])
 }
 
+func b64crc(b []byte) string {
+	return *crc32c(crc32.Checksum(b, castagnoli))
+}
+
 // TestMultipartRequests checks what a multipart upload sends: the object's
-// settings and SHA-256 at creation, every part's SHA-256, the parts in
-// order at completion, at most `parallel` parts in flight.
+// settings at creation, with the daemon's SHA-256 in the metadata when it
+// gave one, CRC32C full-object checksums, every part's CRC32C, the parts in
+// order at completion with the object's size, at most `parallel` parts in
+// flight, and, without the daemon's SHA-256, the tag sha256 after
+// completion beside the user's tags.
 func TestMultipartRequests(t *testing.T) {
 	data := testData(7*fakePart+100, 3)
-	for _, mode := range []string{"file", "stream", "stream-size-unknown"} {
+	sum := sha256.Sum256(data)
+	for _, mode := range []string{"file", "file-digest", "stream"} {
 		t.Run(mode, func(t *testing.T) {
 			r := newRecorder()
 			r.delay = 5 * time.Millisecond
-			o := fakeObject(t, data, mode != "file")
-			if mode == "stream-size-unknown" {
-				o.size = -1
+			o := fakeObject(t, data, mode == "stream")
+			if mode == "file-digest" {
+				o.want = sum[:]
 			}
-			o.storageClass, o.tagging, o.public = "STANDARD_IA", "a=b", true
+			o.storageClass, o.tags, o.public = "STANDARD_IA", map[string]string{"a": "b"}, true
 			u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 3, partSize: fakePart}
-			sum, err := u.put(context.Background(), o)
+			got, err := u.put(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sum != sha256.Sum256(data) {
+			if got != sum {
 				t.Fatal("put returned the wrong SHA-256")
 			}
 			c := r.create
-			if c.Metadata[metaSHA256] != fmt.Sprintf("%x", sum) || c.StorageClass != "STANDARD_IA" || aws.ToString(c.Tagging) != "a=b" || c.ACL != types.ObjectCannedACLPublicRead {
-				t.Fatalf("CreateMultipartUpload sent metadata %v, class %q, tagging %v, ACL %q", c.Metadata, c.StorageClass, c.Tagging, c.ACL)
+			if c.StorageClass != "STANDARD_IA" || aws.ToString(c.Tagging) != "a=b" || c.ACL != types.ObjectCannedACLPublicRead ||
+				c.ChecksumAlgorithm != types.ChecksumAlgorithmCrc32c || c.ChecksumType != types.ChecksumTypeFullObject {
+				t.Fatalf("CreateMultipartUpload sent class %q, tagging %v, ACL %q, checksum %q %q", c.StorageClass, c.Tagging, c.ACL, c.ChecksumAlgorithm, c.ChecksumType)
+			}
+			tags := map[string]string{}
+			if r.tagging != nil {
+				for _, tag := range r.tagging.Tagging.TagSet {
+					tags[*tag.Key] = *tag.Value
+				}
+			}
+			if o.want != nil {
+				if c.Metadata[metaSHA256] != fmt.Sprintf("%x", sum) || r.tagging != nil {
+					t.Fatalf("with the daemon's digest: metadata %v, tagging %v; want the SHA-256 in the metadata, no tagging", c.Metadata, tags)
+				}
+			} else if _, ok := c.Metadata[metaSHA256]; ok || fmt.Sprint(tags) != fmt.Sprintf("map[a:b sha256:%x]", sum) {
+				t.Fatalf("without the daemon's digest: metadata %v, tags after completion %v; want the SHA-256 as a tag", c.Metadata, tags)
 			}
 			if len(r.parts) != 8 || r.peak > 3 {
 				t.Fatalf("%d parts, %d in flight at most; want 8 and ≤ 3", len(r.parts), r.peak)
@@ -185,14 +216,17 @@ func TestMultipartRequests(t *testing.T) {
 				if *p.PartNumber != n || aws.ToString(p.ETag) != fmt.Sprintf(`"etag-%d"`, n) {
 					t.Fatalf("completion lists part %d as %d %v", n, *p.PartNumber, p.ETag)
 				}
-				want := b64sum(r.parts[n])
-				if r.sums[n] != want || aws.ToString(p.ChecksumSHA256) != want {
-					t.Fatalf("part %d: sent checksum %q, completed with %q, want %q", n, r.sums[n], aws.ToString(p.ChecksumSHA256), want)
+				want := b64crc(r.parts[n])
+				if r.sums[n] != want || aws.ToString(p.ChecksumCRC32C) != want {
+					t.Fatalf("part %d: sent checksum %q, completed with %q, want %q", n, r.sums[n], aws.ToString(p.ChecksumCRC32C), want)
 				}
 				joined = append(joined, r.parts[n]...)
 			}
 			if string(joined) != string(data) {
 				t.Fatal("the parts do not join into the file")
+			}
+			if cc := r.complete; cc.ChecksumType != types.ChecksumTypeFullObject || aws.ToInt64(cc.MpuObjectSize) != int64(len(data)) {
+				t.Fatalf("completion sent checksum type %q size %v, want FULL_OBJECT %d", cc.ChecksumType, cc.MpuObjectSize, len(data))
 			}
 		})
 	}
@@ -207,6 +241,28 @@ func TestSinglePutRequest(t *testing.T) {
 	}
 	if r.create != nil || aws.ToString(r.put.ChecksumSHA256) != b64sum(data) || r.put.Metadata[metaSHA256] != fmt.Sprintf("%x", sha256.Sum256(data)) {
 		t.Fatalf("PutObject sent checksum %v metadata %v", r.put.ChecksumSHA256, r.put.Metadata)
+	}
+}
+
+// TestDigestMismatch: bytes that do not hash as the daemon said fail the
+// upload before the last part is sent, and the upload is aborted; a small
+// object is not sent at all.
+func TestDigestMismatch(t *testing.T) {
+	wrong := sha256.Sum256([]byte("other bytes"))
+	for _, size := range []int{1000, 6 * fakePart} {
+		r := newRecorder()
+		u := &uploader{api: r, log: targets.NewLog(io.Discard), parallel: 2, partSize: fakePart}
+		o := fakeObject(t, testData(size, 7), false)
+		o.want = wrong[:]
+		_, err := u.put(context.Background(), o)
+		if err == nil || !strings.Contains(err.Error(), targets.ImageSHA256Env) {
+			t.Fatalf("size %d: got %v, want a refusal naming %s", size, err, targets.ImageSHA256Env)
+		}
+		r.mu.Lock()
+		if r.put != nil || r.complete != nil || r.parts[6] != nil || size > fakePart && r.aborts != 1 {
+			t.Fatalf("size %d: PutObject %v, completed %v, last part sent %v, %d aborts", size, r.put != nil, r.complete != nil, r.parts[6] != nil, r.aborts)
+		}
+		r.mu.Unlock()
 	}
 }
 
@@ -273,7 +329,7 @@ func TestStalledPart(t *testing.T) {
 		if _, err := u.put(context.Background(), fakeObject(t, data, stream)); err != nil {
 			t.Fatalf("stream=%v: %v", stream, err)
 		}
-		if string(r.parts[2]) != string(data[fakePart:2*fakePart]) || r.sums[2] != b64sum(r.parts[2]) {
+		if string(r.parts[2]) != string(data[fakePart:2*fakePart]) || r.sums[2] != b64crc(r.parts[2]) {
 			t.Fatalf("stream=%v: part 2 sent again with other bytes", stream)
 		}
 		r = newRecorder()

@@ -86,7 +86,11 @@ func (target) Upload(ctx context.Context, req targets.Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	pub := &publisher{api: NewClient(cfg, getenv), log: req.Log}
+	digest, err := targets.ImageSHA256(getenv)
+	if err != nil {
+		return "", err
+	}
+	pub := &publisher{api: NewClient(cfg, getenv), log: req.Log, digest: digest}
 	return pub.publish(ctx, req.Image, job, p, started)
 }
 
@@ -116,6 +120,9 @@ type publisher struct {
 	log      *targets.Log
 	parallel int   // parts in flight; 0 = the default
 	partSize int64 // fixed part size for tests; 0 = chosen from the size
+	// digest is the SHA-256 of the image file as received, from the
+	// daemon (targets.ImageSHA256Env); nil when not known.
+	digest []byte
 }
 
 // publish stores the image, then moves the latest pointer if asked. A
@@ -125,7 +132,7 @@ func (pub *publisher) publish(ctx context.Context, img targets.Image, job target
 	o := &object{
 		bucket: c.Bucket, key: p.key,
 		storageClass: c.StorageClass,
-		tagging:      tagging(c.Tags),
+		tags:         c.Tags,
 		public:       c.Public,
 		owner:        job.ID + " " + started.UTC().Format(time.RFC3339Nano),
 		contentType:  contentType(job.Filename),
@@ -134,14 +141,23 @@ func (pub *publisher) publish(ctx context.Context, img targets.Image, job target
 		return "", invalid("decompress: %q is not a disk image (raw, vhdfixed or qcow2, possibly compressed)", clip(job.Filename))
 	}
 	if c.Decompress {
-		// The checksum pass reads the stream anyway: a size that is not
-		// known without decompressing (gzip) is learnt there instead of
-		// by one more decompression.
-		o.size, o.open, o.contentType = -1, img.OpenDisk, "application/octet-stream"
+		// The parts are read from the decompressor once, hashed on the
+		// way. Only a disk whose size its file does not tell (gzip, zstd
+		// without frame sizes) is decompressed once more, before, to
+		// learn the size the parts are cut by.
+		o.open, o.contentType = img.OpenDisk, "application/octet-stream"
+		known := false
 		if k, ok := img.(interface{ KnownDiskSize() (int64, bool) }); ok {
-			if n, ok := k.KnownDiskSize(); ok {
-				o.size = n
+			o.size, known = k.KnownDiskSize()
+		}
+		if !known {
+			done := log.Step("measure the disk (%s stores no size)", img.Format())
+			n, err := img.DiskSize(ctx)
+			if err != nil {
+				return "", err
 			}
+			o.size = n
+			done()
 		}
 	} else {
 		f, err := os.Open(img.Path())
@@ -153,7 +169,7 @@ func (pub *publisher) publish(ctx context.Context, img targets.Image, job target
 		if err != nil {
 			return "", fmt.Errorf("open image: %w", err)
 		}
-		o.size, o.file = fi.Size(), f
+		o.size, o.file, o.want = fi.Size(), f, pub.digest
 	}
 	up := &uploader{api: api, log: log, parallel: pub.parallel, partSize: pub.partSize}
 	sum, err := up.put(ctx, o)

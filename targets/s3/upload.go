@@ -5,13 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -36,6 +36,7 @@ type uploadAPI interface {
 	ListParts(context.Context, *s3.ListPartsInput, ...func(*s3.Options)) (*s3.ListPartsOutput, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	PutObjectTagging(context.Context, *s3.PutObjectTaggingInput, ...func(*s3.Options)) (*s3.PutObjectTaggingOutput, error)
 }
 
 // Sizes of the upload.
@@ -48,10 +49,16 @@ const (
 	parallel    = 8                 // parts in flight
 	cleanupTime = 2 * time.Minute   // budget for aborting after a kill
 	maxAborts   = 6                 // aborts of one multipart upload before giving up
-	hashBuffer  = 1 << 20           // read size of the checksum pass
+	hashBuffer  = 1 << 20           // read size of the hashing stage for a file
 	metaSHA256  = "sha256"          // x-amz-meta-sha256: hex SHA-256 of the object
 	metaJob     = "cloudupload-job" // x-amz-meta-cloudupload-job: "<job id> <start>"
+	tagSHA256   = "sha256"          // object tag with the SHA-256 when it was learnt during the upload
+	maxTags     = 10                // S3's limit of tags per object
 )
+
+// castagnoli is the CRC32C table: each part carries its CRC32C, which S3
+// checks and from which it computes the object's full-object CRC32C.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // partSize chooses the part size for an object of size bytes: 16 MiB, or
 // more (in whole MiB) when that would need more than 10,000 parts.
@@ -66,15 +73,21 @@ func partSize(size int64) int64 {
 // object is what to store and where.
 type object struct {
 	bucket, key  string
-	size         int64 // -1: a stream whose size is learnt by reading it
+	size         int64
 	contentType  string
 	storageClass string
-	tagging      string // URL-encoded, as the x-amz-tagging header
+	tags         map[string]string
 	public       bool
 	owner        string // identifies this upload in metadata, for cleanup
+	// want is the SHA-256 the bytes must have when it is known before the
+	// upload (the daemon's CLOUDUPLOAD_IMAGE_SHA256 for a file sent as
+	// received): it goes into the metadata at the start, and the upload
+	// fails before completing when the bytes sent hash otherwise. nil: the
+	// SHA-256 is learnt during the upload and stored as the tag sha256.
+	want []byte
 	// Exactly one of file and open is set. file is read in place, part by
-	// part (a plain file); open gives the bytes as a stream read once for
-	// the checksum and once for the upload (a decompressed disk).
+	// part (a plain file); open gives the bytes as a stream, read once (a
+	// decompressed disk).
 	file io.ReaderAt
 	open func(ctx context.Context) (io.ReadCloser, error)
 }
@@ -102,35 +115,22 @@ func (u *uploader) workers() int {
 	return parallel
 }
 
-// put stores o and returns its SHA-256. The checksum is computed first, in
-// one sequential pass, because S3 takes metadata only when an upload
-// starts; then the bytes are sent with a SHA-256 checksum per part (or for
-// the whole object when it fits in one PUT), which S3 verifies. On failure
-// or cancellation nothing is left: the multipart upload is aborted and an
-// object this upload completed is deleted.
+// put stores o and returns its SHA-256, computed from the bytes as they are
+// sent (one read of the source, no pass before the first part goes up). On
+// failure or cancellation nothing is left: the multipart upload is aborted
+// and an object this upload completed is deleted.
 func (u *uploader) put(ctx context.Context, o *object) (sum [sha256.Size]byte, err error) {
 	if o.size > maxObject {
 		return sum, cloudupload.Errorf(cloudupload.EINVALID, "the image is %s; S3 objects are at most 5 TiB", targets.MiB(o.size))
 	}
-	sized := o.size >= 0
 	ps := u.partSizeFor(o.size)
-	multi := sized && o.size >= ps
-	var partSums [][sha256.Size]byte
-	if sum, partSums, err = u.checksum(ctx, o, multi, ps); err != nil {
-		return sum, err
-	}
-	if !sized {
-		ps = u.partSizeFor(o.size)
-		multi = o.size >= ps
-	}
-	if o.size > maxObject {
-		return sum, cloudupload.Errorf(cloudupload.EINVALID, "the image is %s; S3 objects are at most 5 TiB", targets.MiB(o.size))
-	}
-	meta := map[string]string{metaSHA256: hex.EncodeToString(sum[:]), metaJob: o.owner}
-	if multi {
-		err = u.multipart(ctx, o, sum, partSums, meta)
+	if o.size < ps {
+		sum, err = u.single(ctx, o)
 	} else {
-		err = u.single(ctx, o, sum, meta)
+		if o.want == nil && len(o.tags) >= maxTags {
+			return sum, invalid("tags has %d entries: S3 allows %d per object and the SHA-256, not known before the upload (%s is not set), needs the tag %s", len(o.tags), maxTags, targets.ImageSHA256Env, tagSHA256)
+		}
+		sum, err = u.multipart(ctx, o, ps)
 	}
 	if err != nil {
 		u.removeIfOurs(ctx, o)
@@ -139,183 +139,120 @@ func (u *uploader) put(ctx context.Context, o *object) (sum [sha256.Size]byte, e
 	return sum, nil
 }
 
-// checksum reads the whole source once and returns its SHA-256. For a
-// plain file sent in parts it also returns each part's SHA-256, computed
-// alongside by other goroutines (the whole-file hash is sequential and
-// keeps one core busy; the parts' hashes use the others while the network
-// is idle), so the upload itself hashes nothing.
-func (u *uploader) checksum(ctx context.Context, o *object, multi bool, ps int64) (sum [sha256.Size]byte, partSums [][sha256.Size]byte, err error) {
-	what := "checksum of the disk"
-	if o.size >= 0 {
-		what = "checksum " + targets.MiB(o.size)
-	}
-	done := u.log.Step("%s", what)
-	var r io.Reader
-	if o.file != nil {
-		r = io.NewSectionReader(o.file, 0, o.size)
-		if multi {
-			ctx2, cancel := context.WithCancelCause(ctx)
-			defer cancel(nil)
-			var wg sync.WaitGroup
-			defer func() {
-				if err != nil {
-					cancel(err)
-				}
-				wg.Wait()
-				if err == nil {
-					err = context.Cause(ctx2)
-				}
-			}()
-			partSums = u.hashParts(ctx2, cancel, &wg, o, ps)
-			ctx = ctx2
-		}
-	} else {
-		rc, err := o.open(ctx)
-		if err != nil {
-			return sum, nil, fmt.Errorf("open image: %w", err)
-		}
-		defer rc.Close()
-		r = rc
-	}
-	h := sha256.New()
-	p := u.log.Pass("checksum", max(o.size, 0))
-	buf := make([]byte, hashBuffer)
-	var n int64
-	for {
-		if ctx.Err() != nil {
-			return sum, nil, fmt.Errorf("checksum: %w", context.Cause(ctx))
-		}
-		m, err := r.Read(buf)
-		h.Write(buf[:m])
-		n += int64(m)
-		p.Add(int64(m))
-		if err == io.EOF {
-			break
-		} else if err != nil {
-			return sum, nil, fmt.Errorf("read image: %w", err)
-		}
-	}
-	if o.size < 0 {
-		o.size = n // a stream whose size was not known: now it is
-	} else if n != o.size {
-		return sum, nil, fmt.Errorf("read image: %d bytes, expected %d", n, o.size)
-	}
-	copy(sum[:], h.Sum(nil))
-	done()
-	return sum, partSums, nil
+// mismatch is the error for bytes that do not hash as the daemon said.
+func mismatch(got, want []byte) error {
+	return fmt.Errorf("read image: its SHA-256 is %x, not %x as %s says: the file changed after it was received", got, want, targets.ImageSHA256Env)
 }
 
-// hashParts starts goroutines (one per spare core) that hash the parts of a
-// plain file. wg ends when they are done; a read error cancels ctx.
-func (u *uploader) hashParts(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, o *object, ps int64) [][sha256.Size]byte {
-	nparts := int((o.size + ps - 1) / ps)
-	sums := make([][sha256.Size]byte, nparts)
-	var next atomic.Int64
-	for range max(1, min(runtime.NumCPU()-1, u.workers())) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, hashBuffer)
-			for n := int(next.Add(1) - 1); n < nparts && ctx.Err() == nil; n = int(next.Add(1) - 1) {
-				off := int64(n) * ps
-				h := sha256.New()
-				if _, err := io.CopyBuffer(h, io.NewSectionReader(o.file, off, min(ps, o.size-off)), buf); err != nil {
-					cancel(fmt.Errorf("read image: %w", err))
-					return
-				}
-				h.Sum(sums[n][:0])
-			}
-		}()
-	}
-	return sums
-}
-
-func (u *uploader) single(ctx context.Context, o *object, sum [sha256.Size]byte, meta map[string]string) error {
+// single stores an object smaller than one part with one PutObject carrying
+// its SHA-256, which S3 verifies, in the metadata and as a checksum.
+func (u *uploader) single(ctx context.Context, o *object) (sum [sha256.Size]byte, err error) {
 	done := u.log.Step("upload s3://%s/%s (%s, one request)", o.bucket, o.key, targets.MiB(o.size))
-	var body io.ReadSeeker
-	if o.file != nil {
-		body = io.NewSectionReader(o.file, 0, o.size)
-	} else {
-		buf, err := readAll(ctx, o)
-		if err != nil {
-			return err
-		}
-		if sha256.Sum256(buf) != sum {
-			return fmt.Errorf("read image: the second read gave different bytes than the first")
-		}
-		body = bytes.NewReader(buf)
+	buf, err := readAll(ctx, o)
+	if err != nil {
+		return sum, err
+	}
+	sum = sha256.Sum256(buf)
+	if o.want != nil && !bytes.Equal(sum[:], o.want) {
+		return sum, mismatch(sum[:], o.want)
 	}
 	in := &s3.PutObjectInput{
-		Bucket: &o.bucket, Key: &o.key, Body: body, ContentLength: aws.Int64(o.size),
+		Bucket: &o.bucket, Key: &o.key, Body: bytes.NewReader(buf), ContentLength: aws.Int64(o.size),
 		ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(sum[:])),
-		Metadata:       meta,
+		Metadata:       map[string]string{metaSHA256: hex.EncodeToString(sum[:]), metaJob: o.owner},
 	}
 	o.apply(&in.ContentType, &in.StorageClass, &in.Tagging, &in.ACL)
 	// One request below the part size: its progress is all or nothing.
 	progress := u.log.Progress("upload", o.size)
 	if _, err := u.api.PutObject(ctx, in, unsignedPayload); err != nil {
-		return s3Error(fmt.Sprintf("upload s3://%s/%s", o.bucket, o.key), err)
+		return sum, s3Error(fmt.Sprintf("upload s3://%s/%s", o.bucket, o.key), err)
 	}
 	progress.Add(o.size)
 	progress.Done()
 	done()
-	return nil
+	return sum, nil
 }
 
-// readAll reads a small streamed source completely.
+// readAll reads a source smaller than one part completely.
 func readAll(ctx context.Context, o *object) ([]byte, error) {
-	rc, err := o.open(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("open image: %w", err)
-	}
-	defer rc.Close()
 	buf := make([]byte, o.size+1)
-	n, err := io.ReadFull(rc, buf)
+	var r io.Reader
+	if o.file != nil {
+		r = io.NewSectionReader(o.file, 0, o.size+1)
+	} else {
+		rc, err := o.open(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("open image: %w", err)
+		}
+		defer rc.Close()
+		r = rc
+	}
+	n, err := io.ReadFull(r, buf)
 	switch {
 	case err != nil && err != io.ErrUnexpectedEOF && err != io.EOF:
 		return nil, fmt.Errorf("read image: %w", err)
 	case n != int(o.size):
-		return nil, fmt.Errorf("read image: the second read gave different bytes than the first")
+		return nil, fmt.Errorf("read image: %d bytes, expected %d", n, o.size)
 	}
 	return buf[:n], nil
 }
 
-func (o *object) apply(ct **string, sc *types.StorageClass, tagging **string, acl *types.ObjectCannedACL) {
+func (o *object) apply(ct **string, sc *types.StorageClass, tags **string, acl *types.ObjectCannedACL) {
 	if o.contentType != "" {
 		*ct = aws.String(o.contentType)
 	}
 	*sc = types.StorageClass(o.storageClass)
-	if o.tagging != "" {
-		*tagging = aws.String(o.tagging)
+	if len(o.tags) > 0 {
+		*tags = aws.String(tagging(o.tags))
 	}
 	if o.public {
 		*acl = types.ObjectCannedACLPublicRead
 	}
 }
 
-// part is one part to send: its index (PartNumber-1) and, when streaming,
-// its bytes in a pooled buffer.
+// part is one part to send: its index (PartNumber-1), its bytes in a pooled
+// buffer when streaming (nil: a section of the file), and its CRC32C.
 type part struct {
 	n   int
 	buf []byte
+	crc uint32
 }
 
-func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]byte, partSums [][sha256.Size]byte, meta map[string]string) (err error) {
-	ps := u.partSizeFor(o.size)
+// crc32c is how S3 headers carry a CRC32C: base64 of its 4 big-endian bytes.
+func crc32c(c uint32) *string {
+	return aws.String(base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, c)))
+}
+
+// multipart sends the object in parts, through three stages: the calling
+// goroutine reads the parts in order (a streamed source into pooled
+// buffers; a file's parts are only numbered), one goroutine hashes them in
+// order (the object's SHA-256 and each part's CRC32C), and the workers send
+// them, each with its CRC32C, which S3
+// checks: so the bytes S3 stores are the bytes the SHA-256 was computed
+// from, even when a file's parts are read a second time to be sent. The
+// hashing stage checks the SHA-256 against o.want before the last part may
+// go, so an upload of other bytes never completes.
+func (u *uploader) multipart(ctx context.Context, o *object, ps int64) (sum [sha256.Size]byte, err error) {
 	nparts := int((o.size + ps - 1) / ps)
 	workers := u.workers()
 	nbuf := 0
 	if o.file == nil {
-		// Streaming: one buffer being filled, the others being sent.
-		nbuf = min(workers+1, max(2, int(maxBuffers/ps)))
-		workers = min(workers, nbuf-1)
+		// Streaming: one buffer being filled, one being hashed, the
+		// others being sent.
+		nbuf = min(workers+2, max(3, int(maxBuffers/ps)))
+		workers = min(workers, nbuf-2)
 	}
 	done := u.log.Step("upload s3://%s/%s (%s in %d parts of %s, %d in parallel)", o.bucket, o.key, targets.MiB(o.size), nparts, targets.MiB(ps), workers)
-	in := &s3.CreateMultipartUploadInput{Bucket: &o.bucket, Key: &o.key, ChecksumAlgorithm: types.ChecksumAlgorithmSha256, Metadata: meta}
+	meta := map[string]string{metaJob: o.owner}
+	if o.want != nil {
+		meta[metaSHA256] = hex.EncodeToString(o.want)
+	}
+	in := &s3.CreateMultipartUploadInput{Bucket: &o.bucket, Key: &o.key, Metadata: meta,
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c, ChecksumType: types.ChecksumTypeFullObject}
 	o.apply(&in.ContentType, &in.StorageClass, &in.Tagging, &in.ACL)
 	created, err := u.api.CreateMultipartUpload(ctx, in)
 	if err != nil {
-		return s3Error(fmt.Sprintf("start upload to s3://%s/%s", o.bucket, o.key), err)
+		return sum, s3Error(fmt.Sprintf("start upload to s3://%s/%s", o.bucket, o.key), err)
 	}
 	id := created.UploadId
 	defer func() {
@@ -329,6 +266,7 @@ func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]by
 	fail := func(err error) { cancel(err) }
 	progress := u.log.Progress("upload", o.size)
 	parts := make([]types.CompletedPart, nparts)
+	toHash := make(chan part, 1)
 	work := make(chan part)
 	pool := make(chan []byte, nbuf)
 	for range nbuf {
@@ -344,75 +282,89 @@ func (u *uploader) multipart(ctx context.Context, o *object, sum [sha256.Size]by
 				off := int64(p.n) * ps
 				size := min(ps, o.size-off)
 				var body io.ReadSeeker
-				var psum [sha256.Size]byte
 				if p.buf != nil {
-					body, psum = bytes.NewReader(p.buf), sha256.Sum256(p.buf)
+					body = bytes.NewReader(p.buf)
 				} else {
-					body, psum = io.NewSectionReader(o.file, off, size), partSums[p.n]
+					body = io.NewSectionReader(o.file, off, size)
 				}
-				// The part's SHA-256 goes in a signed header that S3
-				// checks; the payload itself is not hashed again for
-				// the signature.
+				// The part's CRC32C goes in a signed header that S3
+				// checks; the payload itself is not hashed for the
+				// signature.
 				out, err := u.uploadPart(ctx2, &s3.UploadPartInput{
 					Bucket: &o.bucket, Key: &o.key, UploadId: id,
 					PartNumber: aws.Int32(int32(p.n + 1)), Body: body, ContentLength: aws.Int64(size),
-					ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(psum[:])),
+					ChecksumCRC32C: crc32c(p.crc),
 				})
 				if p.buf != nil {
 					pool <- p.buf[:cap(p.buf)]
 				}
 				if err != nil {
 					fail(s3Error(fmt.Sprintf("upload part %d of s3://%s/%s", p.n+1, o.bucket, o.key), err))
-					continue // drain work so the producer never blocks
+					continue // drain work so the hashing stage never blocks
 				}
-				parts[p.n] = types.CompletedPart{PartNumber: aws.Int32(int32(p.n + 1)), ETag: out.ETag,
-					ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(psum[:]))}
+				parts[p.n] = types.CompletedPart{PartNumber: aws.Int32(int32(p.n + 1)), ETag: out.ETag, ChecksumCRC32C: crc32c(p.crc)}
 				progress.Add(size)
 			}
 		}()
 	}
 
-	// Produce the parts in order.
-	if o.file != nil {
-		for n := 0; n < nparts && ctx2.Err() == nil; n++ {
-			select {
-			case work <- part{n: n}:
-			case <-ctx2.Done():
-			}
-		}
-	} else if err := u.stream(ctx2, o, sum, ps, nparts, pool, work); err != nil {
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		defer close(work)
+		sum = u.hash(ctx2, o, ps, nparts, toHash, work, pool, fail)
+	}()
+
+	if err := u.read(ctx2, o, ps, nparts, pool, toHash); err != nil {
 		fail(err)
 	}
-	close(work)
+	close(toHash)
+	<-hashed
 	wg.Wait()
 	if err := context.Cause(ctx2); err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("upload s3://%s/%s: %w", o.bucket, o.key, ctx.Err())
+			return sum, fmt.Errorf("upload s3://%s/%s: %w", o.bucket, o.key, ctx.Err())
 		}
-		return err
+		return sum, err
 	}
 	progress.Done()
 
 	_, err = u.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &o.bucket, Key: &o.key, UploadId: id,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		ChecksumType:    types.ChecksumTypeFullObject, MpuObjectSize: aws.Int64(o.size),
 	})
 	if err != nil {
-		return s3Error(fmt.Sprintf("complete upload to s3://%s/%s", o.bucket, o.key), err)
+		return sum, s3Error(fmt.Sprintf("complete upload to s3://%s/%s", o.bucket, o.key), err)
 	}
 	done()
-	return nil
+	if o.want == nil {
+		if err := u.tagDigest(ctx, o, sum); err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
 }
 
-// stream reads the source into pooled buffers, part by part, and hands
-// them to the workers. It checks that the bytes hash as in the first pass.
-func (u *uploader) stream(ctx context.Context, o *object, sum [sha256.Size]byte, ps int64, nparts int, pool chan []byte, work chan<- part) error {
+// read hands the parts to the hashing stage in order: a streamed source is
+// read into pooled buffers (and must end where its size says); a file's
+// parts are read by the later stages in place.
+func (u *uploader) read(ctx context.Context, o *object, ps int64, nparts int, pool chan []byte, toHash chan<- part) error {
+	if o.file != nil {
+		for n := 0; n < nparts; n++ {
+			select {
+			case toHash <- part{n: n}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		return nil
+	}
 	rc, err := o.open(ctx)
 	if err != nil {
 		return fmt.Errorf("open image: %w", err)
 	}
 	defer rc.Close()
-	h := sha256.New()
 	for n := 0; n < nparts; n++ {
 		var buf []byte
 		select {
@@ -420,29 +372,108 @@ func (u *uploader) stream(ctx context.Context, o *object, sum [sha256.Size]byte,
 		case <-ctx.Done():
 			return nil
 		}
-		size := min(ps, o.size-int64(n)*ps)
-		buf = buf[:size]
+		buf = buf[:min(ps, o.size-int64(n)*ps)]
 		if _, err := io.ReadFull(rc, buf); err != nil {
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				err = fmt.Errorf("the disk ends before %s", targets.MiB(o.size))
+			}
 			return fmt.Errorf("read image: %w", err)
 		}
-		h.Write(buf)
 		if n == nparts-1 {
-			// Check before the last part leaves, so a changed source
-			// can never complete.
 			var one [1]byte
-			m, err := io.ReadFull(rc, one[:])
-			if err != nil && err != io.EOF {
+			if m, err := io.ReadFull(rc, one[:]); m != 0 {
+				return fmt.Errorf("read image: the disk is longer than %s", targets.MiB(o.size))
+			} else if err != io.EOF {
 				return fmt.Errorf("read image: %w", err)
-			}
-			if m != 0 || !bytes.Equal(h.Sum(nil), sum[:]) {
-				return fmt.Errorf("read image: the second read gave different bytes than the first")
 			}
 		}
 		select {
-		case work <- part{n: n, buf: buf}:
+		case toHash <- part{n: n, buf: buf}:
 		case <-ctx.Done():
+			pool <- buf[:cap(buf)]
 			return nil
 		}
+	}
+	return nil
+}
+
+// hash is the hashing stage: it computes each part's CRC32C and, in order,
+// the object's SHA-256, and passes the parts on to the workers.
+// The last part is passed on only when the SHA-256 matches o.want.
+func (u *uploader) hash(ctx context.Context, o *object, ps int64, nparts int, toHash <-chan part, work chan<- part, pool chan<- []byte, fail func(error)) (sum [sha256.Size]byte) {
+	h := sha256.New()
+	var buf []byte
+	for p := range toHash {
+		if ctx.Err() != nil {
+			if p.buf != nil {
+				pool <- p.buf[:cap(p.buf)] // drain, so the reading stage never blocks
+			}
+			continue
+		}
+		data := p.buf
+		if data == nil {
+			// A file's part, read in hashBuffer chunks.
+			if buf == nil {
+				buf = make([]byte, hashBuffer)
+			}
+			off := int64(p.n) * ps
+			size := min(ps, o.size-off)
+			sec := io.NewSectionReader(o.file, off, size)
+			for read := int64(0); ; {
+				m, err := io.ReadFull(sec, buf)
+				read += int64(m)
+				h.Write(buf[:m])
+				p.crc = crc32.Update(p.crc, castagnoli, buf[:m])
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					if read != size {
+						fail(fmt.Errorf("read image: the file is shorter than %s", targets.MiB(o.size)))
+					}
+					break
+				}
+				if err != nil {
+					fail(fmt.Errorf("read image: %w", err))
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				continue
+			}
+		} else {
+			h.Write(data)
+			p.crc = crc32.Checksum(data, castagnoli)
+		}
+		if p.n == nparts-1 {
+			h.Sum(sum[:0])
+			if o.want != nil && !bytes.Equal(sum[:], o.want) {
+				fail(mismatch(sum[:], o.want))
+				if p.buf != nil {
+					pool <- p.buf[:cap(p.buf)]
+				}
+				continue
+			}
+		}
+		select {
+		case work <- p:
+		case <-ctx.Done():
+			if p.buf != nil {
+				pool <- p.buf[:cap(p.buf)]
+			}
+		}
+	}
+	return sum
+}
+
+// tagDigest stores a SHA-256 learnt during the upload as the object's tag
+// sha256, beside the user's tags: S3 takes metadata only when an upload
+// starts, and changing it later means copying the whole object.
+func (u *uploader) tagDigest(ctx context.Context, o *object, sum [sha256.Size]byte) error {
+	set := []types.Tag{{Key: aws.String(tagSHA256), Value: aws.String(hex.EncodeToString(sum[:]))}}
+	for k, v := range o.tags {
+		set = append(set, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	_, err := u.api.PutObjectTagging(ctx, &s3.PutObjectTaggingInput{Bucket: &o.bucket, Key: &o.key, Tagging: &types.Tagging{TagSet: set}})
+	if err != nil {
+		return s3Error(fmt.Sprintf("tag s3://%s/%s with its SHA-256", o.bucket, o.key), err)
 	}
 	return nil
 }

@@ -5,22 +5,22 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/uploader/image"
@@ -119,18 +119,37 @@ func (s *server) stored(t *testing.T, bucket, key string) ([]byte, map[string]st
 	return b, out.Metadata
 }
 
-// checkStored asserts the object holds want and its sha256 metadata is the
-// SHA-256 of the bytes S3 returns.
-func (s *server) checkStored(t *testing.T, bucket, key string, want []byte) {
+// checkStored asserts the object holds want and carries the SHA-256 of the
+// bytes S3 returns: in the metadata when it was known as the upload started
+// (where is "metadata"), else as the tag sha256 (where is "tag").
+func (s *server) checkStored(t *testing.T, bucket, key string, want []byte) (where string) {
 	t.Helper()
 	got, meta := s.stored(t, bucket, key)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("s3://%s/%s holds %d bytes that differ from the %d uploaded", bucket, key, len(got), len(want))
 	}
-	sum := sha256.Sum256(got)
-	if meta[metaSHA256] != hex.EncodeToString(sum[:]) {
-		t.Fatalf("x-amz-meta-sha256 = %q, want %x", meta[metaSHA256], sum)
+	h := sha256.Sum256(got)
+	sum := hex.EncodeToString(h[:])
+	if m, ok := meta[metaSHA256]; ok {
+		if m != sum {
+			t.Fatalf("x-amz-meta-sha256 = %q, want %s", m, sum)
+		}
+		return "metadata"
 	}
+	out, err := s.api.GetObjectTagging(context.Background(), &s3.GetObjectTaggingInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range out.TagSet {
+		if *tag.Key == tagSHA256 {
+			if *tag.Value != sum {
+				t.Fatalf("tag sha256 = %q, want %s", *tag.Value, sum)
+			}
+			return "tag"
+		}
+	}
+	t.Fatalf("s3://%s/%s has its SHA-256 neither in its metadata %v nor in its tags", bucket, key, meta)
+	return ""
 }
 
 func (s *server) checkEmpty(t *testing.T, bucket string) {
@@ -157,13 +176,15 @@ func testServer(t *testing.T, s *server) {
 		name, file, extra string
 		size              int
 		want              string // key
+		digest            bool   // the daemon hands the SHA-256
 	}{
-		{"single", "appliance.x86_64.raw", "", 300 << 10, "home:alice/images/x86_64/appliance/appliance.x86_64.raw"},
-		{"multipart", "appliance.x86_64.raw", "", 3*testPart + 12345, "home:alice/images/x86_64/appliance/appliance.x86_64.raw"},
-		{"empty", "empty.raw", `,"prefix":"e/"`, 0, "e/empty.raw"},
-		{"decompress-multipart", "appliance.x86_64.raw.gz", `,"decompress":true,"prefix":"{package}/{date}/{filename}"`, 2*testPart + 512, "appliance/20261121T070000Z/appliance.x86_64.raw"},
-		{"decompress-single", "appliance.x86_64.raw.gz", `,"decompress":true,"public":true`, 64 << 10, "home:alice/images/x86_64/appliance/appliance.x86_64.raw"},
-		{"as-received", "appliance.x86_64.raw.gz", `,"storage_class":"STANDARD","tags":{"release":"16.0","team":"build ops"}`, 2*testPart + 512, "home:alice/images/x86_64/appliance/appliance.x86_64.raw.gz"},
+		{"single", "appliance.x86_64.raw", "", 300 << 10, "home:alice/images/x86_64/appliance/appliance.x86_64.raw", false},
+		{"multipart", "appliance.x86_64.raw", "", 3*testPart + 12345, "home:alice/images/x86_64/appliance/appliance.x86_64.raw", false},
+		{"multipart-digest", "appliance.x86_64.raw", "", 3*testPart + 12345, "home:alice/images/x86_64/appliance/appliance.x86_64.raw", true},
+		{"empty", "empty.raw", `,"prefix":"e/"`, 0, "e/empty.raw", false},
+		{"decompress-multipart", "appliance.x86_64.raw.gz", `,"decompress":true,"prefix":"{package}/{date}/{filename}","tags":{"release":"16.0"}`, 2*testPart + 512, "appliance/20261121T070000Z/appliance.x86_64.raw", true},
+		{"decompress-single", "appliance.x86_64.raw.gz", `,"decompress":true,"public":true`, 64 << 10, "home:alice/images/x86_64/appliance/appliance.x86_64.raw", false},
+		{"as-received", "appliance.x86_64.raw.gz", `,"storage_class":"STANDARD","tags":{"release":"16.0","team":"build ops"}`, 2*testPart + 512, "home:alice/images/x86_64/appliance/appliance.x86_64.raw.gz", false},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -172,6 +193,13 @@ func testServer(t *testing.T, s *server) {
 			img := writeImage(t, c.file, data)
 			p := testPlan(t, testJob(c.file), bucket, c.extra, now)
 			pub, _ := newPublisher(t, s.api)
+			if c.digest {
+				// As the daemon does: the SHA-256 of the file as
+				// received (which decompress does not use).
+				b, _ := os.ReadFile(img.Path())
+				sum := sha256.Sum256(b)
+				pub.digest = sum[:]
+			}
 			got, err := pub.publish(ctx, img, testJob(c.file), p, now)
 			if err != nil {
 				t.Fatal(err)
@@ -183,7 +211,22 @@ func testServer(t *testing.T, s *server) {
 			if !p.cfg.Decompress {
 				want, _ = os.ReadFile(img.Path())
 			}
-			s.checkStored(t, bucket, c.want, want)
+			where := s.checkStored(t, bucket, c.want, want)
+			if multi := len(want) >= testPart; where != "metadata" && (!multi || c.digest && !p.cfg.Decompress) {
+				t.Fatalf("SHA-256 stored as %s, want metadata (known when the upload started)", where)
+			} else if where != "tag" && multi && (!c.digest || p.cfg.Decompress) {
+				t.Fatalf("SHA-256 stored as %s, want the tag (learnt during the upload)", where)
+			}
+			if multi := len(want) >= testPart; multi && s.name == "versitygw" {
+				// The full-object CRC32C S3 combined from the parts'.
+				head, err := s.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &c.want, ChecksumMode: types.ChecksumModeEnabled})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if aws.ToString(head.ChecksumCRC32C) != b64crc(want) || head.ChecksumType != types.ChecksumTypeFullObject {
+					t.Fatalf("object checksum CRC32C %v type %q, want %s FULL_OBJECT", aws.ToString(head.ChecksumCRC32C), head.ChecksumType, b64crc(want))
+				}
+			}
 			if len(p.cfg.Tags) > 0 {
 				out, err := s.api.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: &bucket, Key: &c.want})
 				if err != nil {
@@ -191,7 +234,9 @@ func testServer(t *testing.T, s *server) {
 				}
 				got := map[string]string{}
 				for _, tag := range out.TagSet {
-					got[*tag.Key] = *tag.Value
+					if *tag.Key != tagSHA256 {
+						got[*tag.Key] = *tag.Value
+					}
 				}
 				if fmt.Sprint(got) != fmt.Sprint(p.cfg.Tags) {
 					t.Fatalf("object tags %v, want %v", got, p.cfg.Tags)
@@ -258,7 +303,7 @@ func testServer(t *testing.T, s *server) {
 		if !verifies {
 			return
 		}
-		// A part whose bytes do not match its SHA-256 is refused by
+		// A part whose bytes do not match its CRC32C is refused by
 		// the server (the checksum is checked, not only stored), and
 		// the upload leaves nothing.
 		bucket := s.bucket(t)
@@ -285,15 +330,20 @@ func testServer(t *testing.T, s *server) {
 		s.checkEmpty(t, bucket)
 	})
 
-	t.Run("changed-stream", func(t *testing.T) {
+	t.Run("changed-file", func(t *testing.T) {
+		// The file changed after the daemon hashed it: the upload
+		// fails before completing and leaves nothing.
 		for _, size := range []int{64 << 10, 3 * testPart} {
 			bucket := s.bucket(t)
-			img := &flipImage{Image: writeImage(t, "disk.raw.gz", testData(size, 12))}
+			data := testData(size, 12)
+			sum := sha256.Sum256(data)
+			data[size-1] ^= 1
+			img := writeImage(t, "disk.raw", data)
 			pub, _ := newPublisher(t, s.api)
-			p := testPlan(t, testJob("disk.raw.gz"), bucket, `,"decompress":true`, now)
-			_, err := pub.publish(ctx, img, testJob("disk.raw.gz"), p, now)
-			if err == nil || !strings.Contains(err.Error(), "different bytes") {
-				t.Fatalf("size %d: got %v, want a refusal of bytes that changed between reads", size, err)
+			pub.digest = sum[:]
+			_, err := pub.publish(ctx, img, testJob("disk.raw"), testPlan(t, testJob("disk.raw"), bucket, "", now), now)
+			if err == nil || !strings.Contains(err.Error(), "changed after it was received") {
+				t.Fatalf("size %d: got %v, want a refusal of a file that changed", size, err)
 			}
 			s.checkEmpty(t, bucket)
 		}
@@ -307,7 +357,7 @@ type hooked struct {
 	client
 	afterPart      func(part int32)
 	failPart       int32
-	corruptPart    int32 // sent with the SHA-256 of other bytes
+	corruptPart    int32 // sent with the CRC32C of other bytes
 	loseCompletion bool
 	failPointer    bool
 }
@@ -318,8 +368,7 @@ func (h *hooked) UploadPart(ctx context.Context, in *s3.UploadPartInput, opt ...
 	}
 	if *in.PartNumber == h.corruptPart {
 		c := *in
-		sum := sha256.Sum256([]byte("other bytes"))
-		c.ChecksumSHA256 = aws.String(base64.StdEncoding.EncodeToString(sum[:]))
+		c.ChecksumCRC32C = crc32c(crc32.Checksum([]byte("other bytes"), castagnoli))
 		in = &c
 	}
 	out, err := h.client.UploadPart(ctx, in, opt...)
@@ -342,32 +391,6 @@ func (h *hooked) PutObject(ctx context.Context, in *s3.PutObjectInput, opt ...fu
 		return nil, errors.New("injected: access denied")
 	}
 	return h.client.PutObject(ctx, in, opt...)
-}
-
-// flipImage gives different bytes on every OpenDisk after the first, as a
-// file rewritten during the upload would.
-type flipImage struct {
-	targets.Image
-	opened atomic.Int32
-}
-
-func (f *flipImage) OpenDisk(ctx context.Context) (io.ReadCloser, error) {
-	rc, err := f.Image.OpenDisk(ctx)
-	if err != nil || f.opened.Add(1) == 1 {
-		return rc, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(strings.NewReader("X"), io.LimitReader(rc, mustSize(f.Image)-1)), rc}, nil
-}
-
-func mustSize(img targets.Image) int64 {
-	n, err := img.DiskSize(context.Background())
-	if err != nil {
-		panic(err)
-	}
-	return n
 }
 
 func testLatest(t *testing.T, s *server) {

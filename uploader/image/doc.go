@@ -8,7 +8,8 @@
 // Formats (targets.Image.Format):
 //
 //	raw          .raw, .img
-//	raw.xz       .raw.xz, .img.xz   (xz binary when on PATH, else pure Go)
+//	raw.xz       .raw.xz, .img.xz   (xz binary when on PATH, else pure Go:
+//	                                multi-block files one block per core)
 //	raw.gz       .raw.gz, .img.gz
 //	raw.zst      .raw.zst, .img.zst
 //	vhdfixed     .vhdfixed, .vhd    raw disk + 512-byte fixed VHD footer

@@ -296,6 +296,10 @@ func (im *img) openStream(ctx context.Context) (io.ReadCloser, error) {
 			defer f.Close() // the child has its own descriptor
 			return startDecompressor(ctx, im.name, f, im.opts.xzBinary, "--decompress", "--stdout", "--threads=0")
 		}
+		if blocks := xzParallelBlocks(f, im.fileSize); blocks != nil {
+			x := newXZParallelReader(ctx, im.name, f, blocks)
+			return &readCloser{Reader: &ctxReader{ctx: ctx, r: x}, close: x.Close}, nil
+		}
 		xr, err := xz.NewReader(bufio.NewReaderSize(f, 1<<20))
 		if err != nil {
 			f.Close()

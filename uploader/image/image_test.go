@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	cloudupload "github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/targets"
 )
 
 // rawDisk returns a disk of size bytes: random data in some 64 KiB chunks,
@@ -121,6 +123,19 @@ func checkDisk(t *testing.T, im *img, want []byte, format string) {
 	if err := rc.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
+}
+
+// readDisk reads im's disk to the end and returns the error that ended it
+// (nil at the end of the disk).
+func readDisk(t *testing.T, im targets.Image) error {
+	t.Helper()
+	rc, err := im.OpenDisk(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
 }
 
 func firstDiff(a, b []byte) int {
@@ -303,13 +318,7 @@ func TestCorrupt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc, err := im.OpenDisk(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
-		if err == nil {
+		if err := readDisk(t, im); err == nil {
 			t.Errorf("pure=%v: corrupt xz read without error", pure)
 		} else if bytes.Contains([]byte(err.Error()), []byte(dir)) {
 			t.Errorf("error names the server path: %v", err)
@@ -329,4 +338,79 @@ func TestCorrupt(t *testing.T) {
 	if err == nil || !errors.Is(err, os.ErrNotExist) || bytes.Contains([]byte(err.Error()), []byte(dir)) {
 		t.Errorf("missing file: %v", err)
 	}
+}
+
+// TestXZParallel: without the xz binary, multi-block files are decoded one
+// block per core, whatever their check type, and checked; a file of one
+// block is decoded as a stream.
+func TestXZParallel(t *testing.T) {
+	needTool(t, "xz")
+	dir := t.TempDir()
+	disk := rawDisk(1<<20+512, 3)
+	raw := writeFile(t, dir, "disk.raw", disk)
+	for _, c := range []struct {
+		name     string
+		parallel bool
+		args     []string
+	}{
+		{"crc64", true, []string{"-T2", "--block-size=150000"}},
+		{"crc32", true, []string{"-T2", "--block-size=150000", "--check=crc32"}},
+		{"sha256", true, []string{"-T2", "--block-size=150000", "--check=sha256"}},
+		{"none", true, []string{"-T2", "--block-size=150000", "--check=none"}},
+		{"one-block", false, []string{"-T1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			name := c.name + ".raw.xz"
+			path := filepath.Join(dir, name)
+			compress(t, path, raw, "xz", append([]string{"-c", "-1"}, c.args...)...)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := f.Stat()
+			blocks := xzParallelBlocks(f, st.Size())
+			f.Close()
+			if (blocks != nil) != c.parallel || c.parallel && len(blocks) != 7 {
+				t.Fatalf("%d blocks for parallel decoding, want parallel %v (7 blocks)", len(blocks), c.parallel)
+			}
+			im, err := open(path, name, options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDisk(t, im, disk, "raw.xz")
+		})
+	}
+
+	t.Run("corrupt", func(t *testing.T) {
+		path := filepath.Join(dir, "crc64.raw.xz")
+		b, _ := os.ReadFile(path)
+		b[len(b)/2] ^= 0x55
+		bad := writeFile(t, dir, "bad.raw.xz", b)
+		im, err := open(bad, "bad.raw.xz", options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = readDisk(t, im)
+		var ce *cloudupload.Error
+		if !errors.As(err, &ce) || ce.Code != cloudupload.EINVALID || !strings.Contains(err.Error(), "bad.raw.xz: xz block") {
+			t.Fatalf("corrupt block: got %v, want an EINVALID error naming the image and block", err)
+		}
+	})
+
+	t.Run("close-early", func(t *testing.T) {
+		im, err := open(filepath.Join(dir, "crc64.raw.xz"), "crc64.raw.xz", options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			rc, err := im.OpenDisk(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(rc, make([]byte, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+		}
+	})
 }

@@ -126,11 +126,16 @@ func startDecompressor(ctx context.Context, name string, in *os.File, tool strin
 	cmd.Env = []string{"LC_ALL=C"} // no secrets for the child; messages in English
 	stderr := &limitedBuffer{max: 2048}
 	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
+	out, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("decompress image %s: %w", name, err)
 	}
-	if err := cmd.Start(); err != nil {
+	growPipe(out)
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close() // the child has its own descriptor
+	if err != nil {
+		out.Close()
 		return nil, fmt.Errorf("decompress image %s: start %s: %w", name, tool, err)
 	}
 	return &procReader{ctx: ctx, name: name, tool: tool, cmd: cmd, out: out, stderr: stderr}, nil
@@ -180,6 +185,7 @@ func (p *procReader) Close() error {
 	}
 	p.mu.Unlock()
 	p.wait()
+	p.out.Close()
 	return nil
 }
 

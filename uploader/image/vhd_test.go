@@ -2,9 +2,7 @@ package image
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,12 +106,7 @@ func TestVHDBadFooter(t *testing.T) {
 				}
 				t.Fatal(err)
 			}
-			rc, err := im.OpenDisk(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rc.Close()
-			_, err = io.Copy(io.Discard, rc)
+			err = readDisk(t, im)
 			if cloudupload.ErrorCode(err) != cloudupload.EINVALID || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("read: %v; want EINVALID saying %q", err, c.want)
 			}

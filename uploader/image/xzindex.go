@@ -31,6 +31,19 @@ const (
 // xzUncompressedSize returns the uncompressed size of the .xz file r of
 // size bytes, read from the stream indexes without decompressing.
 func xzUncompressedSize(r io.ReaderAt, size int64) (int64, error) {
+	return xzWalk(r, size, nil)
+}
+
+// xzRecord is one block as a stream index lists it.
+type xzRecord struct {
+	unpadded, uncompressed int64
+}
+
+// xzWalk reads the stream indexes of the .xz file r of size bytes, from the
+// last stream to the first, and returns the uncompressed size of the whole
+// file. When stream is not nil it is called for each stream with where the
+// stream starts, its flags and its index records in order.
+func xzWalk(r io.ReaderAt, size int64, stream func(start int64, flags uint16, recs []xzRecord) error) (int64, error) {
 	var total int64
 	pos := size
 	streams := 0
@@ -47,7 +60,7 @@ func xzUncompressedSize(r io.ReaderAt, size int64) (int64, error) {
 			}
 			return 0, errors.New("stream padding at the start of the file")
 		}
-		start, n, err := xzStream(r, pos)
+		start, n, err := xzStream(r, pos, stream)
 		if err != nil {
 			if streams > 0 {
 				return 0, fmt.Errorf("stream %d from the end: %w", streams+1, err)
@@ -92,8 +105,8 @@ func xzSkipPadding(r io.ReaderAt, pos int64) (int64, error) {
 }
 
 // xzStream parses the stream ending at end and returns where it starts and
-// its uncompressed size.
-func xzStream(r io.ReaderAt, end int64) (start, uncompressed int64, err error) {
+// its uncompressed size; it passes its records to stream when not nil.
+func xzStream(r io.ReaderAt, end int64, stream func(start int64, flags uint16, recs []xzRecord) error) (start, uncompressed int64, err error) {
 	if end < xzHeaderSize+xzFooterSize {
 		return 0, 0, errors.New("too short for an xz stream")
 	}
@@ -116,7 +129,12 @@ func xzStream(r io.ReaderAt, end int64) (start, uncompressed int64, err error) {
 	if _, err := r.ReadAt(index, indexEnd-backward); err != nil {
 		return 0, 0, fmt.Errorf("read index: %w", err)
 	}
-	blocks, uncompressed, err := parseXZIndex(index)
+	var recs []xzRecord
+	var record func(unpadded, size int64)
+	if stream != nil {
+		record = func(unpadded, size int64) { recs = append(recs, xzRecord{unpadded, size}) }
+	}
+	blocks, uncompressed, err := parseXZIndex(index, record)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -134,6 +152,11 @@ func xzStream(r io.ReaderAt, end int64) (start, uncompressed int64, err error) {
 	}
 	if hflags != flags {
 		return 0, 0, errors.New("stream header and footer flags differ")
+	}
+	if stream != nil {
+		if err := stream(start, flags, recs); err != nil {
+			return 0, 0, err
+		}
 	}
 	return start, uncompressed, nil
 }
@@ -170,7 +193,8 @@ func parseXZHeader(b []byte) (flags uint16, err error) {
 
 // parseXZIndex parses a stream index and returns the total size of the
 // stream's blocks (each padded to four bytes) and their uncompressed size.
-func parseXZIndex(b []byte) (blocks, uncompressed int64, err error) {
+// It passes each record to record when not nil.
+func parseXZIndex(b []byte, record func(unpadded, size int64)) (blocks, uncompressed int64, err error) {
 	if len(b) < 8 || len(b)%4 != 0 {
 		return 0, 0, fmt.Errorf("index size %d is invalid", len(b))
 	}
@@ -209,6 +233,9 @@ func parseXZIndex(b []byte) (blocks, uncompressed int64, err error) {
 		}
 		blocks += padded
 		uncompressed += int64(size)
+		if record != nil {
+			record(int64(unpadded), int64(size))
+		}
 	}
 	for _, c := range p {
 		if c != 0 {
