@@ -177,3 +177,22 @@ func TestKillAtStart(t *testing.T) {
 		}
 	}
 }
+
+// TestValidatorGone: an idle validator process that went away is replaced
+// without the create noticing.
+func TestValidatorGone(t *testing.T) {
+	m := open(t, daemonConfig(t.TempDir()))
+	create(t, m, "alice", fakeData{Mode: "succeed"})
+	m.validators.mu.Lock()
+	if len(m.validators.idle) != 1 {
+		m.validators.mu.Unlock()
+		t.Fatalf("%d idle validators after a create, want 1", len(m.validators.idle))
+	}
+	p := m.validators.idle[0]
+	m.validators.mu.Unlock()
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	create(t, m, "alice", fakeData{Mode: "succeed"})
+	_, err := m.Create(context.Background(), testJob("alice"), fakeData{Invalid: "bad field"}.bytes())
+	wantCode(t, err, cloudupload.EINVALID, "bad field")
+}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os/exec"
 	"sync"
-	"syscall"
 
 	"github.com/cloudupload/cloudupload"
 )
@@ -56,10 +55,33 @@ func (v *validators) validate(ctx context.Context, target string, env map[string
 		return cloudupload.ValidateResponse{}, ctx.Err()
 	}
 	defer func() { <-v.sem }()
-	p, err := v.get()
-	if err != nil {
-		return cloudupload.ValidateResponse{}, err
+	for {
+		p, reused, err := v.get()
+		if err != nil {
+			return cloudupload.ValidateResponse{}, err
+		}
+		resp, err := p.ask(ctx, cloudupload.ValidateRequest{Target: target, Env: env, Data: data})
+		switch {
+		case err == nil:
+			v.put(p)
+			return resp, nil
+		case ctx.Err() != nil:
+			v.discard(p)
+			return cloudupload.ValidateResponse{}, ctx.Err()
+		}
+		v.discard(p)
+		if reused {
+			continue // an idle process went away: ask a fresh one
+		}
+		// A fresh one ended, or said something else than an answer:
+		// perhaps it does not know validate-stream at all.
+		return cloudupload.ValidateResponse{}, v.checkSupport(err)
 	}
+}
+
+// ask sends req to the process and reads its answer, or gives up when ctx
+// ends (the caller then discards the process).
+func (p *validatorProc) ask(ctx context.Context, req cloudupload.ValidateRequest) (cloudupload.ValidateResponse, error) {
 	type answer struct {
 		resp cloudupload.ValidateResponse
 		err  error
@@ -67,23 +89,16 @@ func (v *validators) validate(ctx context.Context, target string, env map[string
 	ch := make(chan answer, 1)
 	go func() {
 		var a answer
-		if a.err = json.NewEncoder(p.in).Encode(cloudupload.ValidateRequest{Target: target, Env: env, Data: data}); a.err == nil {
+		if a.err = json.NewEncoder(p.in).Encode(req); a.err == nil {
 			a.err = p.out.Decode(&a.resp)
 		}
 		ch <- a
 	}()
 	select {
 	case a := <-ch:
-		if a.err != nil {
-			// It ended, or said something else than an answer: perhaps
-			// it does not know validate-stream at all.
-			v.discard(p)
-			return cloudupload.ValidateResponse{}, v.checkSupport(a.err)
-		}
-		v.put(p)
-		return a.resp, nil
+		return a.resp, a.err
 	case <-ctx.Done():
-		v.discard(p)
+		p.cmd.Process.Kill() // unblocks the exchange
 		<-ch
 		return cloudupload.ValidateResponse{}, ctx.Err()
 	}
@@ -104,40 +119,39 @@ func (v *validators) checkSupport(cause error) error {
 	return fmt.Errorf("validator: %w", cause)
 }
 
-// get returns an idle validator or starts one.
-func (v *validators) get() (*validatorProc, error) {
+// get returns an idle validator (reused) or starts one.
+func (v *validators) get() (p *validatorProc, reused bool, err error) {
 	v.mu.Lock()
 	if v.unsupported {
 		v.mu.Unlock()
-		return nil, errNoStream
+		return nil, false, errNoStream
 	}
 	if v.closed {
 		v.mu.Unlock()
-		return nil, errors.New("validators closed")
+		return nil, false, errors.New("validators closed")
 	}
 	if n := len(v.idle); n > 0 {
 		p := v.idle[n-1]
 		v.idle = v.idle[:n-1]
 		v.mu.Unlock()
-		return p, nil
+		return p, true, nil
 	}
 	v.mu.Unlock()
+	// It ends at the end of its input: when the daemon closes it, or dies.
 	cmd := exec.Command(v.path, "validate-stream")
 	cmd.Env, cmd.Dir = v.env, v.dir
-	// It ends with the daemon: at the end of its input, or by the signal.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s validate-stream: %w", v.path, err)
+		return nil, false, fmt.Errorf("start %s validate-stream: %w", v.path, err)
 	}
-	return &validatorProc{cmd: cmd, in: in, out: json.NewDecoder(bufio.NewReader(out))}, nil
+	return &validatorProc{cmd: cmd, in: in, out: json.NewDecoder(bufio.NewReader(out))}, false, nil
 }
 
 func (v *validators) put(p *validatorProc) {
