@@ -98,7 +98,7 @@ func (w *blockWriter) writeBlocks(ctx context.Context, r io.Reader, size int64) 
 		var off int64
 		for index := int32(0); off < size; index++ {
 			if holes != nil {
-				next, err := holes.nextData(off)
+				next, err := holes.NextData(off)
 				if err != nil {
 					return fmt.Errorf("find data in disk: %w", err)
 				}
@@ -107,9 +107,7 @@ func (w *blockWriter) writeBlocks(ctx context.Context, r io.Reader, size int64) 
 					w.done(min(skip*blockSize, size-off))
 					index += int32(skip)
 					off += skip * blockSize
-					if err := holes.skipTo(off); err != nil {
-						return fmt.Errorf("skip hole in disk: %w", err)
-					}
+					holes.SkipTo(off)
 					if off >= size {
 						break
 					}
@@ -217,11 +215,12 @@ func (w *blockWriter) done(n int64) {
 }
 
 // dataSeeker is implemented by disks that know where their holes are
-// (sparseFile): writeBlocks skips whole blocks of holes without reading them.
+// (image.Sparse): writeBlocks skips whole blocks of holes without reading
+// them.
 type dataSeeker interface {
-	// nextData returns the offset of the first byte at or after off that
+	// NextData returns the offset of the first byte at or after off that
 	// may hold data, or the disk size when none does.
-	nextData(off int64) (int64, error)
-	// skipTo moves the read position forward to off.
-	skipTo(off int64) error
+	NextData(off int64) (int64, error)
+	// SkipTo moves the read position forward to off.
+	SkipTo(off int64)
 }

@@ -31,6 +31,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/uploader/image"
 )
 
 // fakeEBS records what is sent and can fail or stall chosen requests.
@@ -763,7 +764,7 @@ func TestSparseRaw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if openSparse(path, size) == nil {
+	if image.OpenSparse(path, size) == nil {
 		t.Skip("this file system does not report holes (SEEK_DATA)") // e.g. some overlay set-ups
 	}
 	r, w := fakeRun(t, `{`+fakeBase+`}`, nil)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/targets"
+	"github.com/cloudupload/cloudupload/uploader/image"
 )
 
 // run is one publication: the clients, the validated data and what has been
@@ -229,7 +230,7 @@ func (r *run) ebsSnapshot(ctx context.Context, size, vol int64) (string, error) 
 	var disk io.ReadCloser
 	if r.img.Format() == "raw" {
 		// A raw file is the disk: when it is sparse, its holes need not be read.
-		if sf := openSparse(r.img.Path(), size); sf != nil {
+		if sf := image.OpenSparse(r.img.Path(), size); sf != nil {
 			r.log.Printf("%s is a sparse file: reading only its data", r.job.Filename)
 			disk = sf
 		}
