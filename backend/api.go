@@ -62,10 +62,12 @@ type Fetcher interface {
 //	(*Manager) Create(ctx, job, data) (cloudupload.Job, error)
 //	    job carries User, Target, Project, Repository, Arch, Package,
 //	    Filename, Size (may be 0) and Origin; data is the target data. Create
-//	    validates the names (cloudupload.CheckJob), the target data (by running
-//	    `<uploader> validate <target>` with data on stdin: exit 2 = EINVALID with
-//	    stderr as message; skipped with Config.NoValidate), and for Origin
-//	    fetch asks Fetcher.Stat; only then
+//	    validates the names (cloudupload.CheckJob), the target data (by asking
+//	    one of the long-lived `<uploader> validate-stream` processes, or, for
+//	    an uploader without it, running `<uploader> validate <target>` with
+//	    data on stdin: exit 2 = EINVALID with stderr as message; skipped with
+//	    Config.NoValidate), the free space (ENOSPACE below
+//	    Config.MinFreeSpace), and for Origin fetch asks Fetcher.Stat; only then
 //	    assigns an id and writes the job (state created, details "waiting to
 //	    receive image"). For Origin fetch it then receives in the background.
 //	(*Manager) Receive(ctx, id, body io.Reader, size int64) error
