@@ -712,9 +712,8 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	log := m.jobLogger(j)
 	log.Info("receiving image", "bytes", expect)
 	start := time.Now()
-	var received atomic.Int64
-	go m.watchIdle(ctx, cancel, received.Load)
-	n, err := m.writeImage(ctx, j.ID, body, expect, &received)
+	go m.watchIdle(ctx, cancel, e.progress.received.Load)
+	n, err := m.writeImage(ctx, j.ID, body, expect)
 	if err == nil && expect >= 0 && n != expect {
 		err = &sizeError{got: n, want: expect}
 	}
@@ -806,7 +805,7 @@ func (e *fetchError) Unwrap() error { return e.err }
 
 // writeImage writes the image of job id from r (at most limit+1 bytes when
 // limit >= 0, to notice a long body), syncs it, and returns its size.
-func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64, received *atomic.Int64) (n int64, err error) {
+func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64) (n int64, err error) {
 	f, err := os.OpenFile(filepath.Join(m.jobDir(id), fileImage), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, err
@@ -828,7 +827,6 @@ func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit i
 		if nr > 0 {
 			nw, werr := f.Write(buf[:nr])
 			n += int64(nw)
-			received.Store(n)
 			if werr != nil {
 				return n, werr
 			}
