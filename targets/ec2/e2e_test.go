@@ -1,7 +1,6 @@
 package ec2
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,77 +21,6 @@ import (
 
 	"github.com/cloudupload/cloudupload/targets/awstest"
 )
-
-// buildBinaries builds the daemon and the uploader into a temporary
-// directory.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/cloudupload/cloudupload/cmd/cloudupload-server", "github.com/cloudupload/cloudupload/cmd/clouduploader")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
-}
-
-// startServer runs bin/cloudupload-server on a free port with env and
-// returns its base URL.
-func startServer(t *testing.T, bin, buildRoot string, env []string) string {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "cloudupload-server"), "--listen", "127.0.0.1:0",
-		"--state-dir", filepath.Join(t.TempDir(), "state"), "--build-root", buildRoot, "--kill-grace", "20s")
-	cmd.Env = env
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = cmd.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	urlRE := regexp.MustCompile(`https?://127\.0\.0\.1:\d+`)
-	found := make(chan string, 1)
-	var logBuf testutil.SyncBuffer
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			logBuf.Write([]byte(line + "\n"))
-			if strings.Contains(line, "listening") {
-				if u := urlRE.FindString(line); u != "" {
-					select {
-					case found <- u:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server log:\n%s", logBuf.String())
-		}
-	})
-	select {
-	case u := <-found:
-		return u
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the server did not say where it listens:\n%s", logBuf.String())
-	}
-	return ""
-}
 
 var (
 	stateRE   = regexp.MustCompile(`<state>([a-z]+)</state>`)
@@ -124,7 +51,7 @@ func httpDo(t *testing.T, method, u string, body []byte) (int, string) {
 func TestEndToEnd(t *testing.T) {
 	m := awstest.Start(t)
 	c := clientsFor(m.URL)
-	bin := buildBinaries(t)
+	bin := testutil.BuildBinaries(t)
 
 	root := t.TempDir()
 	dir := filepath.Join(root, "home:tester", "images", "x86_64", "appliance")
@@ -159,7 +86,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		env = append(env, kv)
 	}
-	srv := startServer(t, bin, root, env)
+	srv := testutil.StartDaemon(t, bin, root, env).URL
 
 	submit := func(file, data string) (int, string) {
 		q := url.Values{"project": {"home:tester"}, "repository": {"images"}, "arch": {"x86_64"},
