@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +8,10 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/cloudupload/cloudupload/internal/cli"
 )
 
 // DefaultURL is the server's own default address.
@@ -134,31 +136,19 @@ func readConfig(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(io.LimitReader(f, 1<<20))
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || k == "" {
-			return nil, fmt.Errorf("config %s:%d: want `key = value`", path, n)
-		}
-		known := false
-		for _, c := range configKeys {
-			known = known || c == k
-		}
-		if !known {
-			return nil, fmt.Errorf("config %s:%d: unknown key %q (known: %s)", path, n, k, strings.Join(configKeys, ", "))
-		}
-		out[k] = v
-	}
-	if err := sc.Err(); err != nil {
+	entries, err := cli.ParseConfig(io.LimitReader(f, 1<<20))
+	var le *cli.LineError
+	if errors.As(err, &le) {
+		return nil, fmt.Errorf("config %s:%d: %s", path, le.Line, le.Msg)
+	} else if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		if !slices.Contains(configKeys, e.Key) {
+			return nil, fmt.Errorf("config %s:%d: unknown key %q (known: %s)", path, e.Line, e.Key, strings.Join(configKeys, ", "))
+		}
+		out[e.Key] = e.Value
 	}
 	return out, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -153,68 +152,23 @@ func (c *Config) parse(args []string, stdout io.Writer) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	entries, err := parseConfig(f)
+	entries, err := cli.ParseConfig(f)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", c.ConfigFile, err)
 	}
 	for _, e := range entries {
-		fl := fs.Lookup(e.key)
+		fl := fs.Lookup(e.Key)
 		switch {
-		case fl == nil || e.key == "config":
-			return fmt.Errorf("config %s:%d: unknown key %q", c.ConfigFile, e.line, e.key)
-		case set[e.key]:
+		case fl == nil || e.Key == "config":
+			return fmt.Errorf("config %s:%d: unknown key %q", c.ConfigFile, e.Line, e.Key)
+		case set[e.Key]:
 			continue // the command line wins
 		}
-		if err := fs.Set(e.key, e.value); err != nil {
-			return fmt.Errorf("config %s:%d: %s: %w", c.ConfigFile, e.line, e.key, err)
+		if err := fs.Set(e.Key, e.Value); err != nil {
+			return fmt.Errorf("config %s:%d: %s: %w", c.ConfigFile, e.Line, e.Key, err)
 		}
 	}
 	return nil
-}
-
-type configEntry struct {
-	line       int
-	key, value string
-}
-
-// parseConfig reads `key = value` lines; blank lines and lines starting with
-// '#' are skipped; a key may repeat (mirror); values are taken verbatim
-// after trimming surrounding blanks (no quoting, no inline comments).
-func parseConfig(r io.Reader) ([]configEntry, error) {
-	var out []configEntry
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 64<<10)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || k == "" {
-			return nil, fmt.Errorf("line %d: want `key = value`", n)
-		}
-		if strings.ContainsFunc(k, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r == '-') }) {
-			return nil, fmt.Errorf("line %d: bad key %q", n, truncate(k))
-		}
-		out = append(out, configEntry{n, k, v})
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("line %d is too long", n+1)
-		}
-		return nil, err
-	}
-	return out, nil
-}
-
-func truncate(s string) string {
-	if r := []rune(s); len(r) > 40 {
-		return string(r[:40]) + "…"
-	}
-	return s
 }
 
 // check validates the combination of settings.

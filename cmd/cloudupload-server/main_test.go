@@ -485,23 +485,6 @@ kill-grace = 5s
 	}
 }
 
-func FuzzParseConfig(f *testing.F) {
-	f.Add("# c\nlisten = 1:2\nmirror = a=b\n")
-	f.Add("=\n")
-	f.Add("a b = c\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		entries, err := parseConfig(strings.NewReader(s))
-		if err != nil {
-			return
-		}
-		for _, e := range entries {
-			if e.key == "" || strings.ContainsAny(e.key, " =#\n") || e.value != strings.TrimSpace(e.value) {
-				t.Fatalf("bad entry %+v", e)
-			}
-		}
-	})
-}
-
 // TestRepServer fetches the image from a repository server over HTTP.
 func TestRepServer(t *testing.T) {
 	img := []byte(strings.Repeat("image data ", 100000))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -26,4 +27,21 @@ func TestParse(t *testing.T) {
 	if code := UsageError(&stderr, "cmd", err); code != ExitUsage || stderr.String() != "cmd: flag provided but not defined: -nope (see cmd --help)\n" {
 		t.Errorf("usage error: %d %q", code, stderr.String())
 	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add("# c\nlisten = 1:2\nmirror = a=b\n")
+	f.Add("=\n")
+	f.Add("a b = c\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		entries, err := ParseConfig(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if e.Key == "" || strings.ContainsAny(e.Key, " =#\n") || e.Value != strings.TrimSpace(e.Value) {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+	})
 }
