@@ -257,12 +257,12 @@ func tidy(err error) error {
 	if err == nil {
 		return nil
 	}
-	var te *tidyError
+	var te *targets.ShortError
 	if errors.As(err, &te) {
 		return err // already short
 	}
 	if why := authFailure(err); why != "" {
-		return &tidyError{msg: "cannot sign in as the service principal (check application_id, application_key and tenant): " + why, err: err}
+		return &targets.ShortError{Msg: "cannot sign in as the service principal (check application_id, application_key and tenant): " + why, Err: err}
 	}
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
@@ -282,16 +282,8 @@ func tidy(err error) error {
 	if i := strings.Index(text, re.Error()); i > 0 {
 		msg = text[:i] + msg
 	}
-	return &tidyError{msg: msg, err: err}
+	return &targets.ShortError{Msg: msg, Err: err}
 }
-
-type tidyError struct {
-	msg string
-	err error
-}
-
-func (e *tidyError) Error() string { return e.msg }
-func (e *tidyError) Unwrap() error { return e.err }
 
 // authFailure says why Azure AD refused the principal ("HTTP 401
 // invalid_client"), "" when err is not such a refusal. Only AAD's error

@@ -182,16 +182,8 @@ func tidy(err error) error {
 	if msg == err.Error() {
 		return err
 	}
-	return &tidyError{msg: msg, err: err}
+	return &targets.ShortError{Msg: msg, Err: err}
 }
-
-type tidyError struct {
-	msg string
-	err error
-}
-
-func (e *tidyError) Error() string { return e.msg }
-func (e *tidyError) Unwrap() error { return e.err }
 
 func (t *Target) newRun(req targets.Request, d *data, arch string) *run {
 	log := req.Log
