@@ -670,9 +670,15 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	defer stop()
 	if ir, ok := body.(Interrupter); ok {
 		// A kill, an idle timeout or Close must not wait for a sender that
-		// stalls mid-body.
-		stop := context.AfterFunc(ctx, ir.Interrupt)
-		defer stop()
+		// stalls mid-body. An Interrupt under way finishes before Receive
+		// returns: the caller's answer must not race with it.
+		interrupted := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { defer close(interrupted); ir.Interrupt() })
+		defer func() {
+			if !stop() {
+				<-interrupted
+			}
+		}()
 	}
 
 	e.wmu.Lock()

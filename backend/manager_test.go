@@ -359,7 +359,9 @@ func TestKillUploading(t *testing.T) {
 		t.Fatal("uploader survived")
 	}
 	log := filepath.Join(cfg.StateDir, "done", "1", "log")
-	contains(t, log, "received terminated: waiting for the uploader to stop")
+	// The shim's own "received terminated" line is not asserted: Go hands
+	// a caught signal to its channel a moment after it arrives, and an
+	// uploader that stops at once may end first.
 	contains(t, log, "got SIGTERM, cleaning up")
 	contains(t, log, "uploader exited with status 1 after")
 }

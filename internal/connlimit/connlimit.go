@@ -1,6 +1,7 @@
 package connlimit
 
 import (
+	"errors"
 	"net"
 	"sync"
 )
@@ -48,4 +49,15 @@ func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.free)
 	return err
+}
+
+// CloseWrite half-closes the connection when the wrapped one can (a TCP
+// connection): a server that answers before reading a whole request body
+// lingers on a half-closed connection so that the client gets the answer,
+// not a reset.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }

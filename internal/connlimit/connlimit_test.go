@@ -71,3 +71,44 @@ func TestClose(t *testing.T) {
 		t.Fatal("Accept did not return after Close")
 	}
 }
+
+// TestCloseWrite: a connection accepted through the limit half-closes as a
+// TCP connection does: the client reads the end of the stream, and can
+// still send.
+func TestCloseWrite(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listen(inner, 1)
+	defer ln.Close()
+	client, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("the accepted connection cannot half-close")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err == nil || err.Error() != "EOF" {
+		t.Fatalf("client read after CloseWrite: %d, %v; want EOF", n, err)
+	}
+	if _, err := client.Write([]byte("still open")); err != nil {
+		t.Fatalf("client write after the server's CloseWrite: %v", err)
+	}
+	buf := make([]byte, 10)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "still open" {
+		t.Fatalf("server read %q, %v", buf[:n], err)
+	}
+}
