@@ -271,6 +271,12 @@ func (m *Manager) recoverUnrecordedShim(e *entry) {
 		}
 		e.wmu.Lock()
 		defer e.wmu.Unlock()
+		// The shim may have ended between the look for it and now, after
+		// recording a success: what was published stays the outcome.
+		if state, details := m.outcome(m.snapshot(e), false, "", ""); state == cloudupload.StateSucceeded {
+			m.move(e, state, details, nil)
+			return
+		}
 		details := reasonOrphanStopped
 		if e.killing {
 			details = detailsKilled

@@ -101,6 +101,11 @@ func TestRecoveryKillResumed(t *testing.T) {
 // stopped as a kill stops it (SIGTERM first, so it can clean up) and the
 // job fails.
 func TestRecoveryNoPid(t *testing.T) {
+	t.Run("orphan", func(t *testing.T) { testRecoveryNoPid(t, false) })
+	t.Run("succeeded-meanwhile", func(t *testing.T) { testRecoveryNoPid(t, true) })
+}
+
+func testRecoveryNoPid(t *testing.T, succeededMeanwhile bool) {
 	cfg := daemonConfig(t.TempDir())
 	shared := t.TempDir()
 	m := open(t, cfg)
@@ -124,9 +129,21 @@ func TestRecoveryNoPid(t *testing.T) {
 	go func() { cmd.Wait(); close(waited) }()
 	readMarker(t, filepath.Join(shared, "started-"+j.Name()))
 
+	if succeededMeanwhile {
+		// As if its shim had ended (after recording a success) while the
+		// restarted daemon looked for it.
+		os.WriteFile(filepath.Join(jd, "exit"), []byte("0\n"), 0o644)
+		os.WriteFile(filepath.Join(jd, "result"), []byte("published\n"), 0o644)
+	}
 	m = open(t, cfg)
 	g := wait(t, m, j.ID)
-	wantState(t, g, cloudupload.StateFailed, reasonOrphanStopped)
+	if succeededMeanwhile {
+		// The stopped process rewrote the result file; the exit status
+		// recorded before it is what counts.
+		wantState(t, g, cloudupload.StateSucceeded, readResult(filepath.Join(cfg.StateDir, "done", j.Name(), "result")))
+	} else {
+		wantState(t, g, cloudupload.StateFailed, reasonOrphanStopped)
+	}
 	<-waited
 	if code := cmd.ProcessState.ExitCode(); code != 1 {
 		t.Fatalf("orphan uploader ended %v, want exit status 1 after cleaning up on SIGTERM", cmd.ProcessState)

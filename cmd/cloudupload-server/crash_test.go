@@ -167,7 +167,8 @@ func TestCrash(t *testing.T) {
 		case j.state == "succeeded" && j.details != "crash:"+rel:
 			t.Errorf("job %s succeeded with details %q, want crash:%s", j.name, j.details, rel)
 		case j.state == "failed" && published:
-			t.Errorf("job %s failed (%s) but its build %s was published", j.name, j.details, rel)
+			t.Errorf("job %s failed (%s) but its build %s was published; its log:\n%s", j.name, j.details, rel,
+				c.get("/cloudupload/"+j.name+"/_log?nostream=1"))
 		}
 		if j.state == "succeeded" {
 			succeeded++
