@@ -252,6 +252,7 @@ func startProcessIn(b testing.TB, bin, dir string, extra ...string) *serverProce
 // startProcessWith runs the server bin with the uploader and its state in
 // dir; extra are more flags.
 func startProcessWith(b testing.TB, bin, uploader, dir string, extra ...string) *serverProcess {
+	testutil.StopStrays(b, dir)
 	pub, priv := testKeys()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

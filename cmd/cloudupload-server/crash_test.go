@@ -45,6 +45,7 @@ var (
 func TestCrash(t *testing.T) {
 	bin := testutil.BuildBinaries(t)
 	dir := t.TempDir()
+	testutil.StopStrays(t, dir)
 	c := &crashRun{
 		t: t, bin: bin, rng: rand.New(rand.NewPCG(*crashSeed, 1)),
 		state: filepath.Join(dir, "state"), build: filepath.Join(dir, "build"), mirror: filepath.Join(dir, "mirror"),

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloudupload/cloudupload/internal/testutil"
 )
 
 // stalledPut creates a job by skeleton for an image of size bytes and
@@ -159,6 +161,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 func TestFullDisk(t *testing.T) {
 	const fsSize = 32 << 20
 	small := smallFS(t, fsSize)
+	testutil.StopStrays(t, small)
 	state := filepath.Join(small, "state")
 	e := start(t, "--state-dir", state, "--min-free-space", "0")
 	e.state = state

@@ -25,6 +25,7 @@ import (
 	"github.com/beevik/etree"
 
 	"github.com/cloudupload/cloudupload/backend"
+	"github.com/cloudupload/cloudupload/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -121,6 +122,7 @@ type env struct {
 func start(t testing.TB, extra ...string) *env {
 	t.Helper()
 	dir := t.TempDir()
+	testutil.StopStrays(t, dir)
 	e := &env{t: t, state: filepath.Join(dir, "state"), buildRoot: filepath.Join(dir, "build"), release: filepath.Join(dir, "release")}
 	os.MkdirAll(e.release, 0o755)
 	t.Setenv("RELEASE_DIR", e.release)

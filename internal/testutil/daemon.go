@@ -47,6 +47,7 @@ var listenURLRE = regexp.MustCompile(`https?://127\.0\.0\.1:\d+`)
 func StartDaemon(t testing.TB, bin, buildRoot string, env []string, args ...string) *Daemon {
 	t.Helper()
 	d := &Daemon{StateDir: filepath.Join(t.TempDir(), "state")}
+	StopStrays(t, d.StateDir)
 	cmd := exec.Command(filepath.Join(bin, "cloudupload-server"), append([]string{"--listen", "127.0.0.1:0",
 		"--state-dir", d.StateDir, "--build-root", buildRoot, "--kill-grace", "20s"}, args...)...)
 	cmd.Env = env
