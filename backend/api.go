@@ -15,6 +15,7 @@ type Config struct {
 	Uploader          string        // path of clouduploader; required
 	MaxUploads        int           // uploads running at once; default 4
 	MaxUploadsPerUser int           // uploads running at once per user; default 2
+	NodeUploads       int           // with a shared store: uploads at once on this node; 0 = MaxUploads
 	KillGrace         time.Duration // SIGTERM → SIGKILL delay; default 30s
 	Retention         time.Duration // finished jobs are removed this long after they ended; 0 keeps them
 	// ReceiveIdleTimeout fails a job whose image stops arriving for this
@@ -38,6 +39,19 @@ type Config struct {
 	Logger  *slog.Logger // default slog.Default()
 	// Observer is told when jobs end, for metrics; nil tells no one.
 	Observer Observer
+
+	// Store, when set, keeps the job records in a store several nodes share
+	// (backend/pgstore); nil keeps them in StateDir. The job's local files
+	// (image, log, work directory) stay in StateDir either way.
+	Store SharedStore
+	// Lease is the shared store's lease duration (the store renews it; the
+	// Manager renews every third of it); default 30s.
+	Lease time.Duration
+	// Rerun: the uploader's uploads are idempotent (this project's
+	// clouduploader: client tokens, build ids), so a job that was uploading
+	// on a lost node runs again on the node that takes it over; otherwise
+	// it fails naming the lost node.
+	Rerun bool
 }
 
 // Fetcher copies a job's image from where builds live (a build root or a

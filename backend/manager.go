@@ -79,14 +79,19 @@ type Manager struct {
 
 	lockFile *os.File // holds the state directory's lock
 
+	store  Store       // the job records
+	disk   *diskStore  // store when it is the state directory's, else nil
+	shared SharedStore // store when several nodes share it, else nil
+	// lost is closed when this node lost its lease in a shared store (see
+	// Lost).
+	lost     chan struct{}
+	lostOnce sync.Once
+
 	validators *validators // long-lived `<uploader> validate-stream` processes
 
 	// unreadable are the jobs whose record could not be read at Open
 	// (shown failed; recover stops processes still running for them).
 	unreadable []*entry
-
-	idMu   sync.Mutex
-	nextID int64
 
 	received atomic.Int64 // bytes of images received, for metrics (progress.go)
 	uploaded atomic.Int64 // bytes uploaded by jobs that ended, for metrics
@@ -154,6 +159,9 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
 	m := &Manager{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -162,6 +170,16 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		wake:    make(chan struct{}, 1),
 		jobs:    make(map[int64]*entry),
 		active:  make(map[int64]*entry),
+	}
+	m.lost = make(chan struct{})
+	if cfg.Store != nil {
+		m.store, m.shared = cfg.Store, cfg.Store
+	} else {
+		m.disk, err = newDiskStore(cfg.StateDir, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		m.store = m.disk
 	}
 	m.validators = newValidators(cfg.Uploader, append(os.Environ(), cfg.UploaderEnv...), cfg.StateDir)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -180,6 +198,10 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	go m.scheduler()
 	go m.sweeper()
 	go m.awaitImages()
+	if m.shared != nil {
+		m.wg.Add(1)
+		go m.leaseKeeper()
+	}
 	m.poke()
 	return m, nil
 }
@@ -288,7 +310,7 @@ func (m *Manager) jobLogger(j cloudupload.Job) *slog.Logger {
 func (m *Manager) Get(id int64) (cloudupload.Job, error) {
 	e, err := m.lookup(id)
 	if err != nil {
-		return cloudupload.Job{}, err
+		return m.storeGet(id)
 	}
 	return m.withProgress(e, m.snapshot(e)), nil
 }
@@ -319,7 +341,9 @@ func (m *Manager) listJobs(ids []int64) []cloudupload.Job {
 // error.
 func (m *Manager) Wait(ctx context.Context, id int64) (cloudupload.Job, error) {
 	e, err := m.lookup(id)
-	if err != nil {
+	if err != nil && m.shared != nil {
+		return m.waitRemote(ctx, id)
+	} else if err != nil {
 		return cloudupload.Job{}, err
 	}
 	select {
@@ -335,7 +359,9 @@ func (m *Manager) Wait(ctx context.Context, id int64) (cloudupload.Job, error) {
 // done directory when it ends (an open descriptor stays valid).
 func (m *Manager) LogPath(id int64) (string, error) {
 	e, err := m.lookup(id)
-	if err != nil {
+	if err != nil && m.shared != nil {
+		return m.remoteLogPath(id)
+	} else if err != nil {
 		return "", err
 	}
 	if e.dir != "" {
@@ -352,17 +378,10 @@ func (m *Manager) LogPath(id int64) (string, error) {
 	return p, nil
 }
 
-// allocID returns a new job id, recorded in next-id before it is used, so
-// no id is ever given twice, also across restarts.
+// allocID returns a new job id from the store, which never gives the same
+// id twice, also across restarts.
 func (m *Manager) allocID() (int64, error) {
-	m.idMu.Lock()
-	defer m.idMu.Unlock()
-	id := m.nextID
-	if err := writeFileAtomic(filepath.Join(m.cfg.StateDir, fileNextID), []byte(strconv.FormatInt(id+1, 10)+"\n"), 0o644); err != nil {
-		return 0, fmt.Errorf("allocate job id: %w", err)
-	}
-	m.nextID = id + 1
-	return id, nil
+	return m.store.NextID(m.ctx)
 }
 
 func errShuttingDown() error {
@@ -440,21 +459,18 @@ func (m *Manager) Create(ctx context.Context, job cloudupload.Job, data []byte) 
 		Package: job.Package, Arch: job.Arch, Filename: job.Filename, Size: job.Size, Origin: job.Origin,
 		Client: job.Client,
 	}
-	dir := m.jobDir(id)
-	err = os.Mkdir(dir, 0o750)
-	if err == nil {
-		err = syncDir(m.jobsDir)
+	if err := m.store.Create(ctx, j, data); err != nil {
+		return cloudupload.Job{}, internal("could not create the job", err)
 	}
-	if err == nil {
-		// The data first: a job.json means a complete job.
-		err = writeFileAtomic(filepath.Join(dir, fileData), data, 0o600)
-	}
-	if err == nil {
-		err = m.writeJob(dir, j)
-	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return cloudupload.Job{}, internal("could not create the job", fmt.Errorf("create job %d: %w", id, err))
+	if m.shared != nil {
+		if err := m.makeLocalDir(id, data); err != nil {
+			// The job is recorded: fail it rather than leave it waiting.
+			e := &entry{job: j, done: make(chan struct{})}
+			e.wmu.Lock()
+			m.move(e, cloudupload.StateFailed, "the server could not prepare the job's directory", nil)
+			e.wmu.Unlock()
+			return cloudupload.Job{}, internal("could not create the job", fmt.Errorf("create job %d: %w", id, err))
+		}
 	}
 	e := &entry{job: j, done: make(chan struct{})}
 	m.mu.Lock()
@@ -545,15 +561,6 @@ func truncate(s string, max int) string {
 	return string(r[:max-1]) + "…"
 }
 
-// writeJob writes j as dir/job.json.
-func (m *Manager) writeJob(dir string, j cloudupload.Job) error {
-	b, err := encodeJob(j)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, fileJob), b, 0o644)
-}
-
 // commit records j as job e's new state: on disk first, then in memory. A
 // final job is archived (its image, data and work directory removed, its
 // directory moved to done/) before it shows as final. The caller holds
@@ -570,13 +577,14 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 			m.finalProgress(e, &old, &j)
 		}
 	}
-	if err := m.writeJob(m.jobDir(j.ID), j); err != nil {
-		return fmt.Errorf("write job %d: %w", j.ID, err)
-	}
-	if final {
-		if err := m.archive(j.ID); err != nil {
-			return fmt.Errorf("archive job %d: %w", j.ID, err)
+	if err := m.store.Update(m.ctx, j); err != nil {
+		if errors.Is(err, ErrNotHeld) {
+			m.loseLease(err)
 		}
+		return err
+	}
+	if final && m.shared != nil {
+		m.archiveShared(j.ID)
 	}
 	m.mu.Lock()
 	prev := e.job
@@ -618,31 +626,6 @@ func (m *Manager) move(e *entry, to cloudupload.State, details string, edit func
 		return j, internal("could not record the job's state", err)
 	}
 	return j, nil
-}
-
-// archive moves the final job id from jobs/ to done/, without its image,
-// target data and work directory.
-func (m *Manager) archive(id int64) error {
-	dir := m.jobDir(id)
-	if err := removeTemps(dir); err != nil {
-		return err
-	}
-	for _, name := range []string{fileImage, fileData, dirWork} {
-		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
-			return err
-		}
-	}
-	dst := m.doneJobDir(id)
-	if err := os.RemoveAll(dst); err != nil {
-		return err
-	}
-	if err := os.Rename(dir, dst); err != nil {
-		return err
-	}
-	if err := syncDir(m.doneDir); err != nil {
-		return err
-	}
-	return syncDir(m.jobsDir)
 }
 
 // Receive stores the image of job id sent with PUT: body holds size bytes

@@ -275,5 +275,8 @@ func (m *Manager) List(ids []int64) []cloudupload.Job {
 			}
 		}
 	}
+	if m.shared != nil {
+		return m.storeList(ids, jobs)
+	}
 	return jobs
 }

@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,128 +10,50 @@ import (
 	"time"
 
 	"github.com/cloudupload/cloudupload"
-	"github.com/cloudupload/cloudupload/internal/atomicfile"
 )
 
-// load reads the state directory into memory: it creates the directories,
-// removes the leftovers of interrupted writes and creates, finishes the
-// archiving of jobs that became final just before a crash, and sets the next
-// id past every id in use. Temporary files of an uploading job are left
-// alone: its uploader and shim may still be writing them (they are removed
-// when the job ends). A job whose job.json cannot be read stays visible as
-// failed, its files untouched for the operator; a next-id that cannot be
-// read is rebuilt from the highest id on disk.
+// load reads the jobs of the store into memory (see Store.Load and
+// diskStore.Load for what the disk store repairs on the way). With a shared
+// store, local directories of jobs this node no longer holds are archived.
 func (m *Manager) load() error {
 	for _, d := range []string{m.cfg.StateDir, m.jobsDir, m.doneDir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return err
 		}
 	}
-	if err := removeTemps(m.cfg.StateDir); err != nil {
+	jobs, err := m.store.Load(m.ctx)
+	if err != nil {
 		return err
 	}
-	nextPath := filepath.Join(m.cfg.StateDir, fileNextID)
-	next, err := readNextID(nextPath)
-	if err != nil {
-		m.log.Warn("the job id counter cannot be read; continuing after the highest job id on disk", "path", nextPath, "err", err)
-		next = 1
-	}
-	highest := int64(0)
-	var unfinished, finished []cloudupload.Job
 	var unreadable []*entry
-	for _, parent := range []string{m.jobsDir, m.doneDir} {
-		ents, err := os.ReadDir(parent)
-		if err != nil {
-			return err
-		}
-		for _, de := range ents {
-			id, err := parseID(de.Name())
-			if err != nil || !de.IsDir() {
-				if !atomicfile.IsTemp(de.Name()) {
-					m.log.Warn("ignoring unexpected file in the state directory", "path", filepath.Join(parent, de.Name()))
-				}
-				continue
-			}
-			highest = max(highest, id)
-			dir := filepath.Join(parent, de.Name())
-			j, err := readJob(dir)
-			switch {
-			case errors.Is(err, os.ErrNotExist) && parent == m.jobsDir:
-				// Interrupted before its job.json was written: never shown
-				// to anyone. Its id stays used.
-				m.log.Warn("removing an incompletely created job", "job", id)
-				if err := os.RemoveAll(dir); err != nil {
-					return err
-				}
-				continue
-			case err != nil:
-				m.log.Error("a job's record cannot be read: it is shown as failed and its files are kept for inspection",
-					"job", id, "dir", dir, "err", err)
-				unreadable = append(unreadable, m.unreadableJob(id, dir))
-				continue
-			}
-			if j.State != cloudupload.StateUploading {
-				if err := removeTemps(dir); err != nil {
-					return err
-				}
-			}
-			switch {
-			case parent == m.doneDir && !j.State.Final():
-				m.log.Error("a job in the done directory is not finished: it is shown as failed and its files are kept for inspection",
-					"job", id, "dir", dir, "state", string(j.State))
-				unreadable = append(unreadable, m.unreadableJob(id, dir))
-			case parent == m.doneDir:
-				finished = append(finished, j)
-			case j.State.Final():
-				// Read again from the done directory, next.
-				if err := m.archive(id); err != nil {
-					return fmt.Errorf("archive job %d: %w", id, err)
-				}
-			default:
-				unfinished = append(unfinished, j)
-			}
-		}
-	}
-	m.nextID = max(next, highest+1)
-	if next < highest+1 {
-		if err := writeFileAtomic(nextPath, []byte(strconv.FormatInt(m.nextID, 10)+"\n"), 0o644); err != nil {
-			return fmt.Errorf("rewrite the job id counter: %w", err)
-		}
-	}
-	for _, j := range finished {
+	unfinished := 0
+	for _, j := range jobs {
 		e := &entry{job: j, done: make(chan struct{})}
-		close(e.done)
+		if m.disk != nil {
+			e.dir = m.disk.unreadableDir(j.ID)
+		}
 		m.jobs[j.ID] = e
 		m.ids = append(m.ids, j.ID)
-	}
-	for _, e := range unreadable {
-		m.jobs[e.job.ID] = e
-		m.ids = append(m.ids, e.job.ID)
-	}
-	for _, j := range unfinished {
-		e := &entry{job: j, done: make(chan struct{})}
-		m.jobs[j.ID] = e
-		m.active[j.ID] = e
-		m.ids = append(m.ids, j.ID)
+		switch {
+		case e.dir != "":
+			close(e.done)
+			unreadable = append(unreadable, e)
+		case j.State.Final():
+			close(e.done)
+		default:
+			m.active[j.ID] = e
+			unfinished++
+		}
 	}
 	slices.Sort(m.ids)
 	m.unreadable = unreadable
-	m.log.Info("job store opened", "dir", m.cfg.StateDir, "jobs", len(m.ids), "unfinished", len(unfinished),
-		"unreadable", len(unreadable), "next_id", m.nextID)
-	return nil
-}
-
-// unreadableJob is the entry of job id whose record in dir cannot be read:
-// failed, with a reason, and nothing else known but when its directory last
-// changed.
-func (m *Manager) unreadableJob(id int64, dir string) *entry {
-	j := cloudupload.Job{ID: id, State: cloudupload.StateFailed, Details: reasonUnreadable}
-	if fi, err := os.Stat(dir); err == nil {
-		j.Created, j.Updated, j.Finished = fi.ModTime().Unix(), fi.ModTime().Unix(), fi.ModTime().Unix()
+	if m.shared != nil {
+		if err := m.loadShared(); err != nil {
+			return err
+		}
+		m.log.Info("jobs loaded from the shared store", "node", m.shared.Node().Name, "unfinished", unfinished)
 	}
-	e := &entry{job: j, done: make(chan struct{}), dir: dir}
-	close(e.done)
-	return e
+	return nil
 }
 
 // recover resumes the unfinished jobs a previous daemon left, so that none
@@ -347,6 +268,10 @@ func (m *Manager) expire() {
 	}
 	removed := map[int64]bool{}
 	for _, id := range old {
+		if err := m.store.Remove(m.ctx, id); err != nil {
+			m.log.Error("cannot remove an expired job", "job", id, "err", err)
+			continue
+		}
 		if err := os.RemoveAll(m.doneJobDir(id)); err != nil {
 			m.log.Error("cannot remove an expired job", "job", id, "err", err)
 			continue

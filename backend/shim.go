@@ -62,6 +62,7 @@ func runShim(args []string) int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
+	lease := leaseWatchFromEnv()
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -87,6 +88,9 @@ func runShim(args []string) int {
 		logf("uploader started")
 		started := time.Now()
 		done, stopped := make(chan struct{}), make(chan struct{})
+		if lease != nil {
+			go lease.watch(cmd.Process, done, logf)
+		}
 		go func() {
 			defer close(stopped)
 			forwarded := false
@@ -127,6 +131,68 @@ func runShim(args []string) int {
 		}
 	}
 	return recordExit(exitFile, status, logf)
+}
+
+// Environment of a shim whose node shares its jobs with a cluster (removed
+// before the uploader starts): the node's lease file, which the daemon
+// touches each time it renews its lease, the lease's duration and the kill
+// grace.
+const (
+	envShimLeaseFile = "CLOUDUPLOAD_SHIM_LEASE_FILE"
+	envShimLease     = "CLOUDUPLOAD_SHIM_LEASE"
+	envShimKillGrace = "CLOUDUPLOAD_SHIM_KILL_GRACE"
+	leaseWatchEvery  = time.Second
+)
+
+// leaseWatch stops the uploader once its node's lease can no longer have
+// been renewed: in a cluster, another node may take the job over after the
+// lease and the kill grace, and the job must never run on two nodes.
+type leaseWatch struct {
+	file         string
+	lease, grace time.Duration
+}
+
+func leaseWatchFromEnv() *leaseWatch {
+	w := &leaseWatch{file: os.Getenv(envShimLeaseFile)}
+	lease, err1 := time.ParseDuration(os.Getenv(envShimLease))
+	grace, err2 := time.ParseDuration(os.Getenv(envShimKillGrace))
+	for _, k := range []string{envShimLeaseFile, envShimLease, envShimKillGrace} {
+		os.Unsetenv(k)
+	}
+	if w.file == "" || err1 != nil || err2 != nil || lease <= 0 {
+		return nil
+	}
+	w.lease, w.grace = lease, grace
+	return w
+}
+
+// watch checks the lease file every second until done is closed; once it
+// is older than the lease (or gone), it sends SIGTERM to the uploader and
+// SIGKILL after the grace.
+func (w *leaseWatch) watch(p *os.Process, done <-chan struct{}, logf func(string, ...any)) {
+	t := time.NewTicker(leaseWatchEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(w.file)
+		if err == nil && time.Since(fi.ModTime()) <= w.lease {
+			continue
+		}
+		logf("this node's lease in the cluster was not renewed for %s: stopping the uploader, another node will recover the job", w.lease)
+		p.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+			return
+		case <-time.After(w.grace):
+			logf("the uploader did not stop within %s: killing it", w.grace)
+			p.Kill()
+			return
+		}
+	}
 }
 
 // recordExit writes the uploader's exit status to exitFile and returns the
@@ -206,7 +272,7 @@ func (m *Manager) startShim(j cloudupload.Job) (*exec.Cmd, error) {
 			filepath.Join(dir, fileData), j.Filename, filepath.Join(dir, fileResult),
 		},
 		Dir:         work,
-		Env:         append(m.env(j), "CLOUDUPLOAD_CLIENT="+j.Client),
+		Env:         append(m.env(j), append(m.shimEnv(), "CLOUDUPLOAD_CLIENT="+j.Client)...),
 		Stdout:      log,
 		Stderr:      log,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},

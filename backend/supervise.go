@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -18,11 +19,19 @@ import (
 // slots are free.
 func (m *Manager) scheduler() {
 	defer m.wg.Done()
+	// With a shared store, slots also free up on other nodes.
+	var poll <-chan time.Time
+	if m.shared != nil {
+		t := time.NewTicker(sharedPollEvery)
+		defer t.Stop()
+		poll = t.C
+	}
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-m.wake:
+		case <-poll:
 		}
 		for _, e := range m.pick() {
 			if m.ctx.Err() != nil {
@@ -73,15 +82,14 @@ func (m *Manager) pick() []*entry {
 func (m *Manager) start(e *entry) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	if m.snapshot(e).State != cloudupload.StateScheduled {
+	j := m.snapshot(e)
+	if j.State != cloudupload.StateScheduled {
 		return
 	}
-	j, err := m.move(e, cloudupload.StateUploading, detailsUploading, func(j *cloudupload.Job) {
-		j.Started, j.Pid, j.PidStart = time.Now().Unix(), 0, 0
-	})
-	if err != nil {
+	if ok, err := m.claim(e, j); !ok || err != nil {
 		return
 	}
+	j = m.snapshot(e)
 	e.progress.begin(cloudupload.StateUploading, time.Now())
 	log := m.jobLogger(j)
 	cmd, err := m.startShim(j)
@@ -103,6 +111,29 @@ func (m *Manager) start(e *entry) {
 	}
 	log.Info("upload started", "pid", j.Pid, "filename", j.Filename)
 	go m.waitShim(e, cmd)
+}
+
+// claim moves scheduled job e (j) to uploading if the store has a slot
+// for it (with a shared store, slots are counted over the whole cluster).
+// The caller holds e.wmu.
+func (m *Manager) claim(e *entry, j cloudupload.Job) (bool, error) {
+	j.State, j.Details = cloudupload.StateUploading, detailsUploading
+	j.Started, j.Pid, j.PidStart, j.Updated = time.Now().Unix(), 0, 0, time.Now().Unix()
+	ok, err := m.store.Claim(m.ctx, j, Limits{Max: m.cfg.MaxUploads, PerUser: m.cfg.MaxUploadsPerUser, Node: m.cfg.NodeUploads})
+	if err != nil {
+		if errors.Is(err, ErrNotHeld) {
+			m.loseLease(err)
+		}
+		m.jobLogger(j).Error("cannot record the job's start", "err", err)
+		return false, err
+	}
+	if !ok {
+		return false, nil
+	}
+	m.mu.Lock()
+	e.job = j
+	m.mu.Unlock()
+	return true, nil
 }
 
 // waitShim reaps the shim this Manager started and records the upload's
