@@ -274,6 +274,7 @@ func (s *Store) TakeOver(ctx context.Context, grace time.Duration) ([]backend.Ta
 				return fmt.Errorf("node %s: %w", s.node.Name, backend.ErrNotHeld)
 			}
 			rows, err := tx.Query(ctx, `SELECT name FROM nodes WHERE expires < now() - @grace::interval AND name <> @node
+				AND EXISTS (SELECT 1 FROM jobs WHERE jobs.node = nodes.name AND `+unfinished+`)
 				ORDER BY name FOR UPDATE SKIP LOCKED`, s.args(pgx.NamedArgs{"grace": grace}))
 			if err != nil {
 				return err

@@ -219,6 +219,15 @@ func TestDatabaseRestart(t *testing.T) {
 	if !strings.Contains(err.Error(), fmt.Sprintf("get job %d", id)) || cloudupload.ErrorCode(err) != cloudupload.EINTERNAL {
 		t.Fatalf("the error does not say what failed: %v", err)
 	}
+	// Once the pool has dropped its connections, calls say that the
+	// database cannot be reached.
+	for i := 0; !strings.Contains(fmt.Sprint(err), "failed to connect"); i++ {
+		if i == 5 {
+			t.Fatalf("with the database down, calls do not say it cannot be reached: %v", err)
+		}
+		_, err = s.Get(tctx, id)
+	}
+	t.Logf("database down: %v", err)
 	if err := s.Renew(tctx); err == nil || errors.Is(err, backend.ErrNotHeld) {
 		t.Fatalf("Renew with the database down: %v, want an error that is not ErrNotHeld", err)
 	}
