@@ -84,7 +84,7 @@ func encode(j cloudupload.Job) ([]byte, error) {
 // update is the fenced update of a job's record, in Update and Claim.
 const update = `UPDATE jobs SET state = @state, slot_key = @slot, doc = @doc, updated = now(),
 	data = CASE WHEN @final THEN NULL ELSE data END
-	WHERE id = @id AND node = @node AND ` + fence
+	WHERE id = @id AND node = @node AND ` + unfinished + ` AND ` + fence
 
 func (s *Store) updateArgs(j cloudupload.Job) (pgx.NamedArgs, error) {
 	doc, err := encode(j)

@@ -155,8 +155,10 @@ func (s *Store) args(more pgx.NamedArgs) pgx.NamedArgs {
 	return more
 }
 
+// notFound is the error of a job that does not exist, with the Manager's
+// message.
 func notFound(id int64) error {
-	return cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job: %d", id)
+	return &cloudupload.Error{Code: cloudupload.ENOTFOUND, Message: "no such job", Err: fmt.Errorf("job %d", id)}
 }
 
 func (s *Store) notHeld(id int64) error {
@@ -172,13 +174,17 @@ func (s *Store) writable(id int64) error {
 }
 
 // missed explains a fenced write that changed no row: ENOTFOUND when job id
-// does not exist, else ErrNotHeld.
+// does not exist, ECONFLICT when it is final, else ErrNotHeld.
 func (s *Store) missed(ctx context.Context, q querier, id int64) error {
-	var exists bool
-	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)", id).Scan(&exists); err != nil {
-		return err
-	} else if !exists {
+	var state string
+	err := q.QueryRow(ctx, "SELECT state FROM jobs WHERE id = $1", id).Scan(&state)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
 		return notFound(id)
+	case err != nil:
+		return err
+	case cloudupload.State(state).Final():
+		return cloudupload.Errorf(cloudupload.ECONFLICT, "job %d is final", id)
 	}
 	return s.notHeld(id)
 }

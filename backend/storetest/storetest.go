@@ -361,8 +361,8 @@ func testUpdateUnknown(t *testing.T, e *env) {
 	wantCode(t, err, cloudupload.ENOTFOUND, "Get after Update(unknown)")
 }
 
-// A final job loses its target data, also over a restart, and keeps its
-// record.
+// A final job loses its target data, also over a restart, keeps its
+// record, and does not change any more.
 func testFinalDropsData(t *testing.T, e *env) {
 	s := e.node("a", longLease)
 	ok := update(t, s, update(t, s, update(t, s, update(t, s, create(t, s, "alice"),
@@ -372,6 +372,9 @@ func testFinalDropsData(t *testing.T, e *env) {
 		_, err := s.Data(ctx, j.ID)
 		wantCode(t, err, cloudupload.ENOTFOUND, fmt.Sprintf("Data of %s job", j.State))
 	}
+	again := ok
+	again.State, again.Details = cloudupload.StateFailed, "changed after the end"
+	wantCode(t, s.Update(ctx, again), cloudupload.ECONFLICT, "Update of a final job")
 	s = e.reopen(s)
 	for _, j := range []cloudupload.Job{ok, failed} {
 		wantJob(t, get(t, s, j.ID), j)
