@@ -252,11 +252,23 @@ func (s *Store) Renew(ctx context.Context) error {
 		return s.fail(err, "renew the lease of node %s", s.node.Name)
 	} else if tag.RowsAffected() == 0 {
 		s.lost.Store(true)
-		s.log.Error("lease of this node ran out: it writes nothing more until it starts again",
-			"node", s.node.Name, "generation", s.gen)
-		return s.fail(backend.ErrNotHeld, "renew the lease of node %s (generation %d)", s.node.Name, s.gen)
+		why := s.whyLost(ctx)
+		s.log.Error("this node lost its lease: it writes nothing more until it starts again",
+			"node", s.node.Name, "generation", s.gen, "why", why)
+		return s.fail(backend.ErrNotHeld, "renew the lease of node %s (generation %d): %s", s.node.Name, s.gen, why)
 	}
 	return nil
+}
+
+// whyLost says why this node's lease cannot be renewed.
+func (s *Store) whyLost(ctx context.Context) string {
+	var gen int64
+	if err := s.pool.QueryRow(ctx, "SELECT gen FROM nodes WHERE name = $1", s.node.Name).Scan(&gen); err != nil {
+		return "its lease ran out"
+	} else if gen != s.gen {
+		return fmt.Sprintf("another process opened the store as node %s (generation %d): are two servers started with the same node name?", s.node.Name, gen)
+	}
+	return "its lease ran out"
 }
 
 // TakeOver moves the unfinished jobs of nodes whose lease ran out more than

@@ -246,3 +246,28 @@ func TestDatabaseRestart(t *testing.T) {
 		t.Fatalf("Update after the restart: %v", err)
 	}
 }
+
+// A second process opening the store as the same node fences the first:
+// its writes are refused and Renew says why.
+func TestSameNodeTwice(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	first := openStore(t, config(url, "a", time.Minute))
+	id, _ := first.NextID(ctx)
+	j := cloudupload.Job{ID: id, State: cloudupload.StateCreated, User: "alice"}
+	if err := first.Create(ctx, j, nil); err != nil {
+		t.Fatal(err)
+	}
+	second := openStore(t, config(url, "a", time.Minute))
+	j.State = cloudupload.StateFailed
+	if err := first.Update(ctx, j); !errors.Is(err, backend.ErrNotHeld) {
+		t.Fatalf("Update by the first process: %v, want ErrNotHeld", err)
+	}
+	err := first.Renew(ctx)
+	if !errors.Is(err, backend.ErrNotHeld) || !strings.Contains(err.Error(), "same node name") {
+		t.Fatalf("Renew by the first process: %v, want ErrNotHeld naming the cause", err)
+	}
+	if err := second.Update(ctx, j); err != nil {
+		t.Fatalf("Update by the second process: %v", err)
+	}
+}

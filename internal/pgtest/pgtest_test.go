@@ -135,3 +135,32 @@ func TestServerDiesWithTestBinary(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Directories of servers that died with their test binary are removed
+// after an hour; those of live servers and recent ones are kept.
+func TestRemoveStale(t *testing.T) {
+	old := time.Now().Add(-2 * time.Hour)
+	mk := func(pid int, mtime time.Time) string {
+		dir, err := os.MkdirTemp("", "pgtest-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if pid != 0 {
+			os.Mkdir(dir+"/data", 0o700)
+			os.WriteFile(dir+"/data/postmaster.pid", []byte(fmt.Sprintf("%d\n/data\n", pid)), 0o600)
+		}
+		os.Chtimes(dir, mtime, mtime)
+		return dir
+	}
+	dead, live, recent := mk(0, old), mk(os.Getpid(), old), mk(0, time.Now())
+	removeStale()
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("stale directory kept: %v", err)
+	}
+	for _, dir := range []string{live, recent} {
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("directory %s removed: %v", dir, err)
+		}
+	}
+}
