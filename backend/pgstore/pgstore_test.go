@@ -16,7 +16,6 @@ import (
 	"github.com/cloudupload/cloudupload/backend"
 	"github.com/cloudupload/cloudupload/backend/storetest"
 	"github.com/cloudupload/cloudupload/internal/pgtest"
-	"github.com/jackc/pgx/v5"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -48,21 +47,6 @@ func TestStore(t *testing.T) {
 	})
 }
 
-func queryOne[T any](t *testing.T, url, sql string, args ...any) T {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var v T
-	if err := conn.QueryRow(ctx, sql, args...).Scan(&v); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return v
-}
-
 // Three nodes opening an empty database at once migrate it once; opening
 // again changes nothing.
 func TestMigrations(t *testing.T) {
@@ -81,29 +65,22 @@ func TestMigrations(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := queryOne[int64](t, url, "SELECT count(*) FROM schema_migrations"); n != int64(len(migrations)) {
+	if n := pgtest.QueryRow[int64](t, url, "SELECT count(*) FROM schema_migrations"); n != int64(len(migrations)) {
 		t.Fatalf("%d migrations recorded, want %d", n, len(migrations))
 	}
 	s := openStore(t, config(url, "n0", time.Minute))
 	if _, err := s.NextID(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := queryOne[int64](t, url, "SELECT count(*) FROM schema_migrations"); n != int64(len(migrations)) {
+	if n := pgtest.QueryRow[int64](t, url, "SELECT count(*) FROM schema_migrations"); n != int64(len(migrations)) {
 		t.Fatalf("reopen: %d migrations recorded, want %d", n, len(migrations))
 	}
-	if gen := queryOne[int64](t, url, "SELECT gen FROM nodes WHERE name = 'n0'"); gen != 2 {
+	if gen := pgtest.QueryRow[int64](t, url, "SELECT gen FROM nodes WHERE name = 'n0'"); gen != 2 {
 		t.Fatalf("node n0 is in generation %d after its second open, want 2", gen)
 	}
 	// A schema newer than the program is refused.
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "INSERT INTO schema_migrations (version) VALUES (999)"); err != nil {
-		t.Fatal(err)
-	}
-	_, err = Open(context.Background(), config(url, "n1", time.Minute))
+	pgtest.Exec(t, url, "INSERT INTO schema_migrations (version) VALUES (999)")
+	_, err := Open(context.Background(), config(url, "n1", time.Minute))
 	if err == nil || !strings.Contains(err.Error(), "version 999, newer than") {
 		t.Fatalf("open on a newer schema: %v", err)
 	}
@@ -119,7 +96,7 @@ func TestDataSealed(t *testing.T) {
 	if err := s.Create(ctx, cloudupload.Job{ID: id, State: cloudupload.StateCreated, User: "alice"}, secret); err != nil {
 		t.Fatal(err)
 	}
-	raw := queryOne[[]byte](t, url, "SELECT data FROM jobs WHERE id = $1", id)
+	raw := pgtest.QueryRow[[]byte](t, url, "SELECT data FROM jobs WHERE id = $1", id)
 	if bytes.Contains(raw, secret) || bytes.Contains(raw, []byte("very-secret")) {
 		t.Fatalf("the data column holds the target data in plain text: %q", raw)
 	}
@@ -137,14 +114,7 @@ func TestDataSealed(t *testing.T) {
 	if err := s.Create(ctx, cloudupload.Job{ID: id2, State: cloudupload.StateCreated, User: "bob"}, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "UPDATE jobs SET data = $1 WHERE id = $2", raw, id2); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.Exec(t, url, "UPDATE jobs SET data = $1 WHERE id = $2", raw, id2)
 	if _, err := s.Data(ctx, id2); err == nil {
 		t.Fatal("the sealed data of one job opened as another's")
 	}

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload/internal/testutil"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -110,6 +111,35 @@ func (s *Server) URL(t testing.TB) string {
 		s.admin(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
 	return s.urlOf(name)
+}
+
+// Exec runs sql on the database at url, failing the test on error.
+func Exec(t testing.TB, url, sql string, args ...any) {
+	t.Helper()
+	if _, err := connect(t, url).Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// QueryRow returns the one value sql selects from the database at url.
+func QueryRow[T any](t testing.TB, url, sql string, args ...any) T {
+	t.Helper()
+	var v T
+	if err := connect(t, url).QueryRow(context.Background(), sql, args...).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
+
+// connect opens a connection closed when the test ends.
+func connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
 
 // admin runs one statement in the postgres database.
@@ -215,7 +245,7 @@ func start() (*Server, error) {
 	// The free port may be taken by someone else before postgres binds it:
 	// try a few.
 	for attempt := 0; ; attempt++ {
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = testutil.FreePort(); err != nil {
 			return nil, err
 		}
 		if err = s.run(); err == nil {
@@ -371,15 +401,6 @@ func credential() (*syscall.Credential, error) {
 		return nil, fmt.Errorf("user %s: %w", serverUser, err)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

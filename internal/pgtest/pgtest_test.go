@@ -31,34 +31,6 @@ func TestMain(m *testing.M) {
 	Main(m)
 }
 
-func execSQL(t *testing.T, url, sql string) {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func query(t *testing.T, url, sql string) string {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var s string
-	if err := conn.QueryRow(ctx, sql).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return s
-}
-
 // Each URL is its own empty database on one server, reached over loopback
 // TCP with a password.
 func TestURL(t *testing.T) {
@@ -69,8 +41,8 @@ func TestURL(t *testing.T) {
 	if !strings.Contains(a, "127.0.0.1:") {
 		t.Fatalf("URL %s is not on loopback", a)
 	}
-	execSQL(t, a, "CREATE TABLE t (x int)")
-	if n := query(t, b, "SELECT count(*)::text FROM pg_tables WHERE tablename = 't'"); n != "0" {
+	Exec(t, a, "CREATE TABLE t (x int)")
+	if n := QueryRow[string](t, b, "SELECT count(*)::text FROM pg_tables WHERE tablename = 't'"); n != "0" {
 		t.Fatalf("the second database is not empty: %s tables t", n)
 	}
 	bad := strings.Replace(a, ":"+shared.s.password+"@", ":wrong@", 1)
@@ -84,7 +56,7 @@ func TestURL(t *testing.T) {
 func TestServerStopStart(t *testing.T) {
 	s := NewServer(t)
 	url := s.URL(t)
-	execSQL(t, url, "CREATE TABLE kept (x int)")
+	Exec(t, url, "CREATE TABLE kept (x int)")
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +66,7 @@ func TestServerStopStart(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if n := query(t, url, "SELECT count(*)::text FROM pg_tables WHERE tablename = 'kept'"); n != "1" {
+	if n := QueryRow[string](t, url, "SELECT count(*)::text FROM pg_tables WHERE tablename = 'kept'"); n != "1" {
 		t.Fatalf("table lost over a restart")
 	}
 	s.Close()
