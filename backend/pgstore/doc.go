@@ -6,8 +6,8 @@
 //
 // # Schema
 //
-// Open applies the schema migrations (see migrations.go) under
-// pg_advisory_lock, so nodes starting at once migrate once; the versions
+// Open applies the schema migrations (see migrations.go) in one transaction
+// under an advisory lock, so nodes starting at once migrate once; the versions
 // applied are in schema_migrations. A database with a newer schema than the
 // program knows is refused.
 //

@@ -39,41 +39,38 @@ var migrations = []string{
 // migrateLock is the advisory lock key held while migrating ("cloudupm").
 const migrateLock = 0x636c6f756475706d
 
-// migrate brings the schema up to date and returns its version. Nodes
-// starting at once wait for each other on the advisory lock.
+// migrate brings the schema up to date in one transaction and returns its
+// version. Nodes starting at once wait for each other on a
+// transaction-level advisory lock (which also works through a pooler in
+// transaction mode), then find the schema current.
 func migrate(ctx context.Context, pool *pgxpool.Pool) (int, error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(migrateLock)); err != nil {
-		return 0, fmt.Errorf("lock for migration: %w", err)
-	}
-	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(migrateLock))
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version int PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return 0, fmt.Errorf("create schema_migrations: %w", err)
-	}
 	var version int
-	if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version); err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
-	}
-	if version > len(migrations) {
-		return version, fmt.Errorf("the database's schema is version %d, newer than this program's %d: upgrade cloudupload", version, len(migrations))
-	}
-	for v := version + 1; v <= len(migrations); v++ {
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES ($1)", v)
-			return err
-		})
-		if err != nil {
-			return version, fmt.Errorf("migrate the schema to version %d: %w", v, err)
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLock)); err != nil {
+			return fmt.Errorf("lock for migration: %w", err)
 		}
-		version = v
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version int PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version); err != nil {
+			return fmt.Errorf("read the schema version: %w", err)
+		}
+		if version > len(migrations) {
+			return fmt.Errorf("the database's schema is version %d, newer than this program's %d: upgrade cloudupload", version, len(migrations))
+		}
+		for v := version + 1; v <= len(migrations); v++ {
+			if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
+				return fmt.Errorf("migrate the schema to version %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES ($1)", v); err != nil {
+				return fmt.Errorf("record schema version %d: %w", v, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return version, err
 	}
-	return version, nil
+	return len(migrations), nil
 }
