@@ -113,39 +113,43 @@ func (s *Store) Update(ctx context.Context, j cloudupload.Job) error {
 	return nil
 }
 
+// claim is Claim's statement: it counts the uploading jobs other than j
+// (in all, with j's slot key, on this node) and makes the fenced update
+// only when a slot is free. It reports whether a slot was free and whether
+// the job was claimed.
+const claim = `WITH counts AS (
+		SELECT count(*) AS total, count(*) FILTER (WHERE slot_key = @slot) AS by_key,
+			count(*) FILTER (WHERE node = @node) AS on_node
+		FROM jobs WHERE state = 'uploading' AND id <> @id),
+	free AS (
+		SELECT total < @max AND by_key < @per_key AND (@node_max = 0 OR on_node < @node_max) AS free FROM counts),
+	claimed AS (
+		UPDATE jobs SET state = @state, slot_key = @slot, doc = @doc, updated = now()
+		WHERE id = @id AND node = @node AND ` + unfinished + ` AND ` + fence + ` AND (SELECT free FROM free)
+		RETURNING id)
+	SELECT (SELECT free FROM free), EXISTS (SELECT 1 FROM claimed)`
+
 // Claim records j as uploading if a slot is free in the cluster, for its
-// slot key and on this node. Claims are serialized by an advisory lock
-// held until the transaction ends; the counts leave j itself out.
+// slot key and on this node. One batch, one round trip: the batch is an
+// implicit transaction whose first statement takes an advisory lock held
+// until it commits, so claims run one after the other, and each counts
+// with a snapshot taken after the claims before it committed.
 func (s *Store) Claim(ctx context.Context, j cloudupload.Job, limits backend.Limits) (bool, error) {
-	claimed := false
+	var free, claimed bool
 	err := s.writable(j.ID)
 	var args pgx.NamedArgs
 	if err == nil {
 		args, err = s.updateArgs(j)
 	}
 	if err == nil {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(claimLock)); err != nil {
-				return err
-			}
-			var all, user, node int
-			if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE slot_key = @slot),
-				count(*) FILTER (WHERE node = @node) FROM jobs WHERE state = 'uploading' AND id <> @id`,
-				args).Scan(&all, &user, &node); err != nil {
-				return err
-			}
-			if all >= limits.Max || user >= limits.PerUser || (limits.Node > 0 && node >= limits.Node) {
-				return nil
-			}
-			tag, err := tx.Exec(ctx, update, args)
-			if err != nil {
-				return err
-			} else if tag.RowsAffected() == 0 {
-				return s.missed(ctx, tx, j.ID)
-			}
-			claimed = true
-			return nil
-		})
+		args["max"], args["per_key"], args["node_max"] = limits.Max, limits.PerUser, limits.Node
+		b := &pgx.Batch{}
+		b.Queue("SELECT pg_advisory_xact_lock($1)", int64(claimLock))
+		b.Queue(claim, args).QueryRow(func(row pgx.Row) error { return row.Scan(&free, &claimed) })
+		err = s.pool.SendBatch(ctx, b).Close()
+	}
+	if err == nil && free && !claimed {
+		err = s.missed(ctx, s.pool, j.ID)
 	}
 	if err != nil {
 		return false, s.fail(err, "claim an upload slot for job %d", j.ID)

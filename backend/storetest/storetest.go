@@ -504,45 +504,59 @@ func claimAll(t *testing.T, stores []*handle, jobs []cloudupload.Job, limits bac
 // Claim never exceeds Max and PerUser under 40 concurrent claimers, writes
 // nothing when no slot is free, and a final job frees its slot.
 func testClaimLimits(t *testing.T, e *env) {
-	s := e.node("a", longLease)
-	stores := []*handle{s}
-	limits := backend.Limits{Max: 5, PerUser: 2}
-	jobs := scheduledJobs(t, stores, 40, 8)
-	claimLimits(t, stores, jobs, limits, nil)
+	claimLimits(t, []*handle{e.node("a", longLease)}, 40, backend.Limits{Max: 5, PerUser: 2}, nil)
 }
 
-func claimLimits(t *testing.T, stores []*handle, jobs []cloudupload.Job, limits backend.Limits, holder func(int64) string) {
+// claimLimits runs rounds of n claimers at once, spread over the stores,
+// on new scheduled jobs of 8 users: each round must fill the limit exactly
+// (8 users can), and the uploads are then ended for the next round. A race
+// in a store's slot accounting shows as a round over the limit. Then it
+// checks that a claim with every slot taken writes nothing, and that a job
+// becoming final frees its slot.
+func claimLimits(t *testing.T, stores []*handle, n int, limits backend.Limits, holder func(int64) string) {
 	t.Helper()
 	s := stores[0]
-	if won := claimAll(t, stores, jobs, limits); won != limits.Max {
-		t.Fatalf("%d claims succeeded, want %d (the limit; 8 users could fill it)", won, limits.Max)
-	}
-	if n := slots(t, s, limits, holder); n != limits.Max {
-		t.Fatalf("%d jobs uploading after %d successful claims", n, limits.Max)
-	}
-	// Full: a claim reports false and writes nothing.
-	all, err := s.List(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var waiting, running []cloudupload.Job
-	for _, j := range all {
-		switch j.State {
-		case cloudupload.StateScheduled:
-			waiting = append(waiting, j)
-		case cloudupload.StateUploading:
-			running = append(running, j)
-		}
-	}
+	holders := map[int64]*handle{}
 	holderOf := func(j cloudupload.Job) *handle {
-		for i, k := range jobs {
-			if k.ID == j.ID {
-				return stores[i%len(stores)]
-			}
+		if h := holders[j.ID]; h != nil {
+			return h
 		}
 		t.Fatalf("job %d is not one of the test's", j.ID)
 		return nil
 	}
+	const rounds = 4
+	var waiting, running []cloudupload.Job
+	for round := range rounds {
+		jobs := scheduledJobs(t, stores, n, 8)
+		for i, j := range jobs {
+			holders[j.ID] = stores[i%len(stores)]
+		}
+		if won := claimAll(t, stores, jobs, limits); won != limits.Max {
+			t.Fatalf("round %d: %d claims succeeded, want %d (the limit; 8 users could fill it)", round, won, limits.Max)
+		}
+		if k := slots(t, s, limits, holder); k != limits.Max {
+			t.Fatalf("round %d: %d jobs uploading after %d successful claims", round, k, limits.Max)
+		}
+		all, err := s.List(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waiting, running = nil, nil
+		for _, j := range all {
+			switch j.State {
+			case cloudupload.StateScheduled:
+				waiting = append(waiting, j)
+			case cloudupload.StateUploading:
+				running = append(running, j)
+			}
+		}
+		if round < rounds-1 {
+			for _, j := range running {
+				update(t, holderOf(j), j, cloudupload.StateSucceeded)
+			}
+		}
+	}
+	// Full: a claim reports false and writes nothing.
 	next := waiting[0]
 	claim := next
 	claim.State, claim.Details = cloudupload.StateUploading, "claimed when full"
