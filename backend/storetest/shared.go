@@ -90,8 +90,8 @@ func testSharedNotHeld(t *testing.T, e *env) {
 	wantData(t, a, j.ID)
 }
 
-// A lease not renewed runs out: Renew then fails and the node's writes are
-// refused.
+// A lease not renewed runs out: the node's writes are refused and Renew
+// fails.
 func testSharedRenewExpired(t *testing.T, e *env) {
 	a := e.node("a", shortLease)
 	j := create(t, a, "alice")
@@ -102,10 +102,13 @@ func testSharedRenewExpired(t *testing.T, e *env) {
 		}
 	}
 	time.Sleep(shortLease + shortLease/2)
-	wantNotHeld(t, a.shared(t).Renew(ctx), "Renew after the lease ran out")
+	// The node writes nothing once its lease ran out, even before it
+	// learns so from Renew, and nothing after.
 	w := j
 	w.State = cloudupload.StateFailed
-	wantNotHeld(t, a.Update(ctx, w), "Update after the lease ran out")
+	wantNotHeld(t, a.Update(ctx, w), "Update after the lease ran out, before Renew")
+	wantNotHeld(t, a.shared(t).Renew(ctx), "Renew after the lease ran out")
+	wantNotHeld(t, a.Update(ctx, w), "Update after Renew failed")
 	wantJob(t, get(t, a, j.ID), j)
 	// A restart registers the node anew: it holds its jobs again.
 	a = e.reopen(a)
