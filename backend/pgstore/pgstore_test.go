@@ -241,3 +241,17 @@ func TestSameNodeTwice(t *testing.T) {
 		t.Fatalf("Update by the second process: %v", err)
 	}
 }
+
+// Should a driver error ever quote the URL, the password is taken out of
+// the message; the error still unwraps.
+func TestFailRedacts(t *testing.T) {
+	s := &Store{password: "hunter2"}
+	inner := errors.New(`cannot parse "postgres://u:hunter2@db/x"`)
+	err := s.fail(inner, "open postgresql job store")
+	if strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "u:xxxxx@db") {
+		t.Fatalf("error %q", err)
+	}
+	if !errors.Is(err, inner) {
+		t.Fatal("the redacted error does not unwrap")
+	}
+}
