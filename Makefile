@@ -14,11 +14,13 @@ build:
 
 # test-deps installs what the tests talk to when missing: moto (a local
 # AWS), versitygw (an S3 server that checks signatures), xz and zstd,
-# Azurite (the Azure Storage emulator, npm).
+# Azurite (the Azure Storage emulator, npm), PostgreSQL (the job store's
+# tests run initdb and postgres on loopback).
 test-deps:
 	@scripts/ensure-test-deps.sh
 	@scripts/ensure-s3-test-server.sh
 	@scripts/ensure-azurite.sh
+	@scripts/ensure-postgres.sh
 
 STATICCHECK_VERSION := v0.8.2
 

@@ -38,7 +38,8 @@ type Store interface {
 	// Update records j as the new state of the job with j's id. The job must
 	// exist (ENOTFOUND) and, in a shared store, be held by this node: when
 	// another node has taken it over, nothing is written and the error
-	// wraps ErrNotHeld. Once j is final the target data is dropped.
+	// wraps ErrNotHeld. Once j is final the target data is dropped, and the
+	// job does not change any more: Update of a final job is ECONFLICT.
 	Update(ctx context.Context, j cloudupload.Job) error
 
 	// Claim records j, a job that was scheduled and is now uploading, if an
