@@ -48,6 +48,7 @@ type Store interface {
 	// (cloudupload.Job.SlotKey), and, in a shared store, fewer than
 	// limits.Node on this node. It reports false, writing nothing, when no
 	// slot is free. Claims never exceed the limits, whatever runs at once.
+	// In a shared store j must be held by this node, as for Update.
 	Claim(ctx context.Context, j cloudupload.Job, limits Limits) (bool, error)
 
 	// Data returns the target data of an unfinished job (ENOTFOUND when the
@@ -103,7 +104,8 @@ type SharedStore interface {
 	TakeOver(ctx context.Context, grace time.Duration) ([]TakenJob, error)
 
 	// Holder returns the node holding unfinished job id, and whether its
-	// lease is live; ok is false for final jobs.
+	// lease is live; ok is false for final jobs, and a job that does not
+	// exist is ENOTFOUND.
 	Holder(ctx context.Context, id int64) (node NodeInfo, live bool, ok bool, err error)
 
 	// SaveLog keeps the log of final job id where every node can read it;

@@ -5,8 +5,9 @@
 // PostgreSQL refuses to run as root).
 //
 // URL returns a fresh, empty database on one server per test binary,
-// started on first use; NewServer starts a server of the test's own, for
-// tests that stop and start it. A test package that uses either calls Main
+// started on first use (Shared returns that server, for its admin URL);
+// NewServer starts a server of the test's own, for tests that stop and
+// start it. A test package that uses either calls Main
 // from its TestMain, which stops the servers after the tests; a server also
 // stops when the test binary dies, even by SIGKILL (the postmaster runs with
 // a parent-death signal).

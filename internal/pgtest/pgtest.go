@@ -59,11 +59,19 @@ var (
 // the test ends.
 func URL(t testing.TB) string {
 	t.Helper()
+	return Shared(t).URL(t)
+}
+
+// Shared returns the test binary's shared server, starting it on first
+// use, for tests that want its admin URL. Do not stop it: other tests use
+// it; NewServer gives a server to stop.
+func Shared(t testing.TB) *Server {
+	t.Helper()
 	shared.once.Do(func() { shared.s, shared.err = start() })
 	if shared.err != nil {
 		t.Fatalf("start PostgreSQL: %v", shared.err)
 	}
-	return shared.s.URL(t)
+	return shared.s
 }
 
 // NewServer starts a server for this test alone, stopped and removed when

@@ -45,7 +45,7 @@ func TestURL(t *testing.T) {
 	if n := QueryRow[string](t, b, "SELECT count(*)::text FROM pg_tables WHERE tablename = 't'"); n != "0" {
 		t.Fatalf("the second database is not empty: %s tables t", n)
 	}
-	bad := strings.Replace(a, ":"+shared.s.password+"@", ":wrong@", 1)
+	bad := strings.Replace(a, ":"+Shared(t).password+"@", ":wrong@", 1)
 	if _, err := pgx.Connect(context.Background(), bad); err == nil {
 		t.Fatal("a wrong password was accepted: the server does not check passwords")
 	}
