@@ -14,6 +14,7 @@ const (
 	ETOOLARGE     = "too large"    // body over its limit: 413
 	EUNAUTHORIZED = "unauthorized" // missing or wrong bearer token: 401
 	ENOSPACE      = "no space"     // the server's disk is full or below its free-space floor: 507
+	EUNAVAILABLE  = "unavailable"  // a node of a cluster that holds the job cannot be reached: 503
 	EINTERNAL     = "internal"     // anything else: 500, message not shown to clients
 )
 

@@ -284,6 +284,30 @@ func (m *Manager) Holder(id int64) string {
 	return n.URL
 }
 
+// notHere is the answer to a change of job id, which this node does not
+// hold (lookup's err): with a shared store, nil for a final job (a kill of
+// it is done), EUNAVAILABLE for one held by a node that is not live (the
+// API passes requests on to live ones); else err.
+func (m *Manager) notHere(id int64, err error) error {
+	if m.shared == nil {
+		return err
+	}
+	j, gerr := m.storeGet(id)
+	switch {
+	case gerr != nil:
+		return gerr
+	case j.State.Final():
+		return nil
+	}
+	n, _, _, herr := m.shared.Holder(m.ctx, id)
+	if herr != nil {
+		return internal("could not read the job", herr)
+	}
+	return cloudupload.Errorf(cloudupload.EUNAVAILABLE,
+		"job %d is held by node %s, which is not responding; another node takes it over within %s",
+		id, n.Name, m.cfg.Lease+m.cfg.KillGrace+takeOverMargin)
+}
+
 // storeGet returns a job this node does not have in memory from a shared
 // store.
 func (m *Manager) storeGet(id int64) (cloudupload.Job, error) {

@@ -87,4 +87,25 @@
 // refused before a byte is written (ENOSPACE); a full disk while receiving
 // removes the partial image, then fails the job ("the server ran out of
 // disk space").
+//
+// # Many nodes on one database
+//
+// With Config.Store (backend/pgstore, --database) the job records live in
+// PostgreSQL and several daemons serve one queue; each keeps its jobs' local
+// files in its own state directory as above, without job.json and next-id.
+// A job is held by the node that created it (its image is there); upload
+// slots are counted over the cluster when a job is claimed. A node renews
+// its lease every third of Config.Lease and touches STATE/lease; its shims
+// watch that file and stop their uploader (SIGTERM, the kill grace, SIGKILL)
+// once it is older than the lease, so a node whose daemon died stops
+// uploading on its own. A node that lost its lease stops its uploaders and
+// exits (Lost); its writes are refused by the store (fencing). Once a lost
+// node's lease has run out by more than the kill grace and a margin, a live
+// node takes its unfinished jobs over: a job whose image comes from the
+// image source fetches it again and runs again (an uploading one only with
+// Config.Rerun, when uploads are idempotent), a job still waiting for its
+// PUT waits on the new node, and the others fail naming the lost node. The
+// last 4 MiB of a finished job's log are kept in the store; any node shows
+// any job, and the API passes requests about a job another live node holds
+// on to it (httpapi.Holders).
 package backend

@@ -220,7 +220,7 @@ func (m *Manager) Close() error {
 	m.cancel()
 	m.wg.Wait()
 	m.validators.close()
-	return m.lockFile.Close()
+	return errors.Join(m.store.Close(), m.lockFile.Close())
 }
 
 // lock takes the state directory's lock file, so that no two daemons run
@@ -639,7 +639,10 @@ func (m *Manager) move(e *entry, to cloudupload.State, details string, edit func
 func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size int64) error {
 	e, err := m.lookup(id)
 	if err != nil {
-		return err
+		if err := m.notHere(id, err); err != nil {
+			return err
+		}
+		return cloudupload.Errorf(cloudupload.ECONFLICT, "job is not in created state")
 	}
 	// Close does not wait for a PUT: its sender may stall in a read that
 	// nothing can interrupt. It cancels it, and the receive then leaves the

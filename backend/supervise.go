@@ -250,7 +250,7 @@ func readResult(path string) string {
 func (m *Manager) Kill(ctx context.Context, id int64) error {
 	e, err := m.lookup(id)
 	if err != nil {
-		return err
+		return m.notHere(id, err)
 	}
 	if !m.enter() {
 		return errShuttingDown()

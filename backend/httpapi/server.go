@@ -232,6 +232,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case strings.HasPrefix(path, "/cloudupload/"):
 		name, rest, _ := strings.Cut(path[len("/cloudupload/"):], "/")
+		if (rest == "" || rest == "_log") && s.forward(w, r, name) {
+			return
+		}
 		switch {
 		case rest == "" && !strings.HasSuffix(path, "/"):
 			switch r.Method {
@@ -548,6 +551,8 @@ func statusOf(code string) int {
 		return http.StatusUnauthorized
 	case cloudupload.ENOSPACE:
 		return http.StatusInsufficientStorage
+	case cloudupload.EUNAVAILABLE:
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

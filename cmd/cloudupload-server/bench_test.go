@@ -260,6 +260,9 @@ func startProcessWith(b testing.TB, bin, uploader, dir string, extra ...string) 
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	for i, a := range extra { // a node of a cluster advertises its own address
+		extra[i] = strings.ReplaceAll(a, "{addr}", addr)
+	}
 	cmd := exec.Command(bin, append([]string{"--listen", addr, "--state-dir", filepath.Join(dir, "state"), "--uploader", uploader,
 		"--pubkey", pub, "--privkey", priv, "--log-level", "warn"}, extra...)...)
 	stderr, _ := cmd.StderrPipe()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,6 +43,13 @@ type Config struct {
 	LogLevel          string
 	MaxConnections    int
 	MemoryLimit       int // MiB, the Go runtime's soft limit; 0: none
+
+	// A node of a cluster (see cluster.go).
+	Database     string
+	Node         string
+	AdvertiseURL string
+	Lease        time.Duration
+	NodeUploads  int
 }
 
 // mirrors is the repeatable --mirror NAME=DIR.
@@ -128,6 +136,11 @@ func (c *Config) flagSet() *flag.FlagSet {
 	fs.StringVar(&c.PrivKey, "privkey", "", "private key `FILE` (PEM) given to uploaders to decrypt secrets (default: generated in the state dir)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.IntVar(&c.MaxConnections, "max-connections", 512, "client connections open at once (more wait to be accepted)")
+	fs.StringVar(&c.Database, "database", "", "PostgreSQL `URL` (postgres://user@host/db): keep the jobs there, shared with the other nodes of a cluster (default: in the state directory). Keep its password out of the command line: config file, PGPASSWORD or ~/.pgpass")
+	fs.StringVar(&c.Node, "node", "", "this node's `NAME` in the cluster (default: the host name)")
+	fs.StringVar(&c.AdvertiseURL, "advertise-url", "", "`URL` other nodes reach this node's API by (required with --database)")
+	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "with --database: a node that has not renewed its lease for this long is lost, and its jobs are taken over")
+	fs.IntVar(&c.NodeUploads, "node-uploads", 0, "with --database: uploads running at once on this node (0: --max-uploads); --max-uploads and --max-uploads-per-user hold for the whole cluster")
 	fs.IntVar(&c.MemoryLimit, "memory-limit", 40, "soft memory limit of the Go runtime in `MiB` (0: none; GOMEMLIMIT in the environment wins)")
 	return fs
 }
@@ -141,6 +154,11 @@ func (c *Config) parse(args []string, stdout io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if u, err := url.Parse(c.Database); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return errors.New("--database: no password on the command line (every user can read it in ps): put it in the config file, PGPASSWORD or ~/.pgpass")
+		}
 	}
 	if c.ConfigFile == "" {
 		return nil
@@ -196,6 +214,9 @@ func (c *Config) check() error {
 		return errors.New("--max-connections must be at least 1")
 	case c.MemoryLimit < 0:
 		return errors.New("--memory-limit must not be negative")
+	}
+	if err := c.checkCluster(); err != nil {
+		return err
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)

@@ -25,12 +25,14 @@ import (
 	"github.com/beevik/etree"
 
 	"github.com/cloudupload/cloudupload/backend"
+	"github.com/cloudupload/cloudupload/internal/pgtest"
 	"github.com/cloudupload/cloudupload/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	backend.RunShimIfRequested()
 	code := m.Run()
+	pgtest.StopAll()
 	os.RemoveAll(keysDir)
 	os.Exit(code)
 }

@@ -163,14 +163,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		log.Info("the uploader has OBS's argv only: jobs are created without checking their target data, the uploader checks it when it runs",
 			"uploader", uploader, "protocol_probe", probed)
 	}
+	store, err := openStore(ctx, c, stateDir, priv, log)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		n := store.Node()
+		log.Info("a node of a cluster: jobs are kept in the database", "node", n.Name, "advertise_url", n.URL,
+			"lease", c.Lease, "node_uploads", c.NodeUploads, "rerun_after_node_loss", ours)
+	}
 	metrics := httpapi.NewMetrics()
 	m.manager, err = backend.Open(ctx, backend.Config{
+		Store: store, Lease: c.Lease, NodeUploads: c.NodeUploads, Rerun: ours,
 		StateDir: stateDir, Uploader: uploader, MaxUploads: c.MaxUploads,
 		MaxUploadsPerUser: c.MaxUploadsPerUser, KillGrace: c.KillGrace, Retention: c.Retention,
 		ReceiveIdleTimeout: c.ReceiveIdle, MinFreeSpace: minFreeSpace(c.MinFreeSpace),
 		UploaderEnv: env, Fetcher: fetcher, Logger: log, NoValidate: !ours, Observer: metrics,
 	})
 	if err != nil {
+		if store != nil {
+			store.Close()
+		}
 		return err
 	}
 
@@ -242,6 +255,15 @@ func readToken(path string, log *slog.Logger) (string, error) {
 		return "", fmt.Errorf("token file %s: want one token on one line", path)
 	}
 	return tok, nil
+}
+
+// Lost is closed when this node lost its lease in the cluster; the daemon
+// then exits so that a restart joins the cluster again.
+func (m *Main) Lost() <-chan struct{} {
+	if m.manager == nil {
+		return nil
+	}
+	return m.manager.Lost()
 }
 
 // Addr is the address the server listens on (useful with port 0).

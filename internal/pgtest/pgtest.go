@@ -90,11 +90,17 @@ func NewServer(t testing.TB) *Server {
 // from TestMain. It does not return.
 func Main(m *testing.M) {
 	code := m.Run()
+	StopAll()
+	os.Exit(code)
+}
+
+// StopAll stops every server the tests started, for a TestMain that has
+// more to do after the tests than Main does.
+func StopAll() {
 	servers.Range(func(k, _ any) bool {
 		k.(*Server).Close()
 		return true
 	})
-	os.Exit(code)
 }
 
 // AdminURL is the URL of the server's postgres database as its superuser.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +151,38 @@ func TestExistingBuildIDChangesNothing(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(e.tree, "s/7/image.raw.xz")); string(b) != "first" {
 		t.Fatalf("existing build changed: %q", b)
+	}
+	assertNoHidden(t, filepath.Join(e.tree, "s"))
+}
+
+// TestRerunPublishesOnce: the same build id with the same files again (a
+// job run again after its node was lost) succeeds with the same result,
+// publishes nothing twice and leaves nothing behind.
+func TestRerunPublishesOnce(t *testing.T) {
+	e := newEnv(t, []byte("same"))
+	data := `{"tree":"demo","series":"s","build_id":"7","links":["latest"]}`
+	first := e.mustUpload(data)
+	fi, err := os.Stat(filepath.Join(e.tree, "s/7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.upload(context.Background(), data)
+	if err != nil || again != first {
+		t.Fatalf("re-run: %q, %v; want %q", again, err, first)
+	}
+	if fi2, _ := os.Stat(filepath.Join(e.tree, "s/7")); !os.SameFile(fi, fi2) {
+		t.Error("the re-run replaced the published build")
+	}
+	if l, _ := os.Readlink(filepath.Join(e.tree, "s/latest")); l != "7" {
+		t.Errorf("latest -> %q, want 7", l)
+	}
+	var names []string
+	ents, _ := os.ReadDir(filepath.Join(e.tree, "s"))
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{".lock", "7", "latest"}) && !slices.Equal(names, []string{"7", "latest"}) {
+		t.Errorf("series holds %v, want the build and its link", names)
 	}
 	assertNoHidden(t, filepath.Join(e.tree, "s"))
 }

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -150,11 +151,21 @@ func publish(ctx context.Context, o *Options, log *targets.Log, fill func(stagin
 	}
 	defer lock.Unlock()
 
-	id, err := freeID(seriesDir, o)
-	if err != nil {
-		return "", err
+	// A build id given and already published with the very same files is
+	// a re-run (after a lost node, a restart): published once, the links
+	// still move forward.
+	id, again := o.BuildID, false
+	if !o.DefaultID {
+		if again, err = samePublished(filepath.Join(seriesDir, id), s.sums); err != nil {
+			return "", err
+		}
 	}
-	if s.again != nil {
+	if !again {
+		if id, err = freeID(seriesDir, o); err != nil {
+			return "", err
+		}
+	}
+	if s.again != nil && !again {
 		if b, ok := newestBuild(seriesDir); ok && (prev == nil || b.ID != prev.build.ID) {
 			s.again(loadDedup(b))
 		}
@@ -165,33 +176,37 @@ func publish(ctx context.Context, o *Options, log *targets.Log, fill func(stagin
 			return "", cloudupload.Errorf(cloudupload.EINVALID, "links: %s in series %s exists and is not a link", l, o.Series)
 		}
 	}
-	if err := writeManifest(staging, s.sums); err != nil {
-		return "", err
-	}
-	for _, d := range s.dirs {
-		if err := syncDir(d); err != nil {
-			return "", err
-		}
-	}
-	if err := syncDir(staging); err != nil {
-		return "", err
-	}
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("publication cancelled: %w", err)
-	}
-	final := filepath.Join(seriesDir, id)
-	if err := os.Rename(staging, final); err != nil {
-		return "", fmt.Errorf("move build %s into place: %w", id, err)
-	}
-	committed = true
-	if err := syncDir(seriesDir); err != nil {
-		return "", err
-	}
 	result := fmt.Sprintf("%s:%s/%s", o.Tree.Name, o.Series, id)
 	if s.rel != "" {
 		result += "/" + s.rel
 	}
-	log.Printf("published %s (%s, result %s)", result, targets.MiB(s.size), o.Result)
+	if again {
+		log.Printf("build %s is already published with the same files (this is a re-run): nothing to move", id)
+	} else {
+		if err := writeManifest(staging, s.sums); err != nil {
+			return "", err
+		}
+		for _, d := range s.dirs {
+			if err := syncDir(d); err != nil {
+				return "", err
+			}
+		}
+		if err := syncDir(staging); err != nil {
+			return "", err
+		}
+		if err := ctx.Err(); err != nil {
+			return "", fmt.Errorf("publication cancelled: %w", err)
+		}
+		final := filepath.Join(seriesDir, id)
+		if err := os.Rename(staging, final); err != nil {
+			return "", fmt.Errorf("move build %s into place: %w", id, err)
+		}
+		committed = true
+		if err := syncDir(seriesDir); err != nil {
+			return "", err
+		}
+		log.Printf("published %s (%s, result %s)", result, targets.MiB(s.size), o.Result)
+	}
 
 	// 4. Links: only for a successful build, only forward.
 	if o.Result != "success" {
@@ -209,6 +224,8 @@ func publish(ctx context.Context, o *Options, log *targets.Log, fill func(stagin
 			log.Printf("link %s: %s -> %s", l, old, id)
 		case moved:
 			log.Printf("link %s -> %s", l, id)
+		case old == id:
+			log.Printf("link %s -> %s already", l, id)
 		default:
 			log.Printf("link %s stays at %s, which is newer than %s", l, old, id)
 		}
@@ -352,6 +369,24 @@ func writeSmall(path string, data []byte) ([32]byte, error) {
 
 // writeManifest writes dir/MANIFEST in `sha256sum` format, sorted by path.
 func writeManifest(dir string, sums map[string][32]byte) error {
+	_, err := writeSmall(filepath.Join(dir, ManifestName), manifestText(sums))
+	return err
+}
+
+// samePublished reports whether the build directory dir exists with a
+// MANIFEST listing exactly sums.
+func samePublished(dir string, sums map[string][32]byte) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("read the manifest of %s: %w", filepath.Base(dir), err)
+	}
+	return bytes.Equal(b, manifestText(sums)), nil
+}
+
+// manifestText is the MANIFEST listing sums.
+func manifestText(sums map[string][32]byte) []byte {
 	paths := make([]string, 0, len(sums))
 	for p := range sums {
 		paths = append(paths, p)
@@ -362,8 +397,7 @@ func writeManifest(dir string, sums map[string][32]byte) error {
 		s := sums[p]
 		b.WriteString(hex.EncodeToString(s[:]) + "  " + p + "\n")
 	}
-	_, err := writeSmall(filepath.Join(dir, ManifestName), []byte(b.String()))
-	return err
+	return []byte(b.String())
 }
 
 // dedupIndex finds the files of a published build by sha256, from its
