@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cloudupload/cloudupload"
@@ -166,23 +167,16 @@ func (m *Manager) leaseKeeper() {
 	}
 }
 
-// loseLease stops every uploader of this node (the shims would too, within
-// the lease) and tells the daemon (Lost). Nothing more is written for the
-// jobs: another node recovers them.
+// loseLease tells the daemon (Lost) that this node lost its lease, and
+// removes the lease file: the shims then stop their uploaders within a
+// second (SIGTERM, the kill grace, SIGKILL) and record why, whether or not
+// the daemon is still there. Nothing more is written for the jobs: another
+// node recovers them.
 func (m *Manager) loseLease(err error) {
 	m.lostOnce.Do(func() {
-		m.log.Error("this node lost its lease in the cluster: stopping its uploaders; another node recovers its jobs", "err", err)
-		os.Remove(filepath.Join(m.cfg.StateDir, fileLease))
-		m.mu.RLock()
-		var groups []int
-		for _, e := range m.active {
-			if e.job.State == cloudupload.StateUploading && e.job.Pid > 0 {
-				groups = append(groups, e.job.Pid)
-			}
-		}
-		m.mu.RUnlock()
-		for _, pgid := range groups {
-			go stopGroup(context.Background(), pgid, m.cfg.KillGrace)
+		m.log.Error("this node lost its lease in the cluster: its uploaders stop; another node recovers its jobs", "err", err)
+		if err := os.Remove(filepath.Join(m.cfg.StateDir, fileLease)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.log.Error("cannot remove the lease file: the uploaders stop once it is older than the lease", "err", err)
 		}
 		close(m.lost)
 	})
@@ -272,10 +266,10 @@ func (m *Manager) Holder(id int64) string {
 		return ""
 	}
 	m.mu.RLock()
-	e := m.active[id]
+	e := m.jobs[id]
 	m.mu.RUnlock()
-	if e != nil {
-		return ""
+	if e != nil || m.finalCache.has(id) {
+		return "" // this node's, or final
 	}
 	n, live, ok, err := m.shared.Holder(m.ctx, id)
 	if err != nil || !ok || !live || n.Name == m.shared.Node().Name {
@@ -314,11 +308,57 @@ func (m *Manager) storeGet(id int64) (cloudupload.Job, error) {
 	if m.shared == nil {
 		return cloudupload.Job{}, cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job")
 	}
+	if j, ok := m.finalCache.get(id); ok {
+		return j, nil
+	}
 	j, err := m.shared.Get(m.ctx, id)
 	if err != nil && cloudupload.ErrorCode(err) != cloudupload.ENOTFOUND {
 		return j, internal("could not read the job", err)
 	}
+	if err == nil && j.State.Final() {
+		m.finalCache.put(j) // a final job never changes
+	}
 	return j, err
+}
+
+// finalJobs keeps the last finalCacheSize final jobs read from a shared
+// store: they never change, and other nodes' jobs are asked for often
+// (a frontend polls them).
+type finalJobs struct {
+	mu    sync.Mutex
+	jobs  map[int64]cloudupload.Job
+	order []int64
+}
+
+const finalCacheSize = 4096
+
+func (c *finalJobs) get(id int64) (cloudupload.Job, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	j, ok := c.jobs[id]
+	return j, ok
+}
+
+func (c *finalJobs) has(id int64) bool {
+	_, ok := c.get(id)
+	return ok
+}
+
+func (c *finalJobs) put(j cloudupload.Job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.jobs == nil {
+		c.jobs = map[int64]cloudupload.Job{}
+	}
+	if _, ok := c.jobs[j.ID]; ok {
+		return
+	}
+	if len(c.order) >= finalCacheSize {
+		delete(c.jobs, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.jobs[j.ID] = j
+	c.order = append(c.order, j.ID)
 }
 
 // storeList merges the jobs of a shared store with this node's (which have

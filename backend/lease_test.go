@@ -51,7 +51,7 @@ func TestShimStopsWhenLeaseRunsOut(t *testing.T) {
 	took := time.Since(stopped)
 	status, _ := os.ReadFile(exitFile)
 	log := out.String()
-	if strings.TrimSpace(string(status)) != "exit status 143" || !strings.Contains(log, "stopping") ||
+	if strings.TrimSpace(string(status)) != "stopped: this node lost its lease in the cluster (exit status 143)" || !strings.Contains(log, "stopping") ||
 		!strings.Contains(log, "lease in the cluster was not renewed") {
 		t.Errorf("exit %q, log:\n%s", status, log)
 	}

@@ -86,6 +86,8 @@ type Manager struct {
 	// Lost).
 	lost     chan struct{}
 	lostOnce sync.Once
+	// finalCache keeps final jobs of other nodes read from a shared store.
+	finalCache finalJobs
 
 	validators *validators // long-lived `<uploader> validate-stream` processes
 

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -121,6 +122,7 @@ func runShim(args []string) int {
 		}
 		took := roundDuration(time.Since(start))
 		status = exitStatus(cmd.ProcessState, err)
+
 		switch {
 		case status == "0":
 			logf("uploader succeeded after %s", took)
@@ -129,6 +131,9 @@ func runShim(args []string) int {
 		default:
 			logf("uploader ended (%s) after %s", status, took)
 		}
+	}
+	if lease != nil && lease.fired.Load() && status != "0" {
+		status = "stopped: this node lost its lease in the cluster (" + status + ")"
 	}
 	return recordExit(exitFile, status, logf)
 }
@@ -150,6 +155,7 @@ const (
 type leaseWatch struct {
 	file         string
 	lease, grace time.Duration
+	fired        atomic.Bool // the uploader was stopped for the lease
 }
 
 func leaseWatchFromEnv() *leaseWatch {
@@ -183,6 +189,7 @@ func (w *leaseWatch) watch(p *os.Process, done <-chan struct{}, logf func(string
 			continue
 		}
 		logf("this node's lease in the cluster was not renewed for %s: stopping the uploader, another node will recover the job", w.lease)
+		w.fired.Store(true)
 		p.Signal(syscall.SIGTERM)
 		select {
 		case <-done:

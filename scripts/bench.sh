@@ -14,6 +14,7 @@ mkdir -p "$out"
 scripts/ensure-test-deps.sh
 scripts/ensure-s3-test-server.sh
 scripts/ensure-azurite.sh
+scripts/ensure-postgres.sh
 # The S3 comparison needs the other clients; install them when missing.
 if ! command -v rclone >/dev/null || ! command -v aws >/dev/null; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -29,5 +30,9 @@ fi
 # Includes cli BenchmarkPush (bin/cloudupload push of 256 MiB against curl's
 # POST + PUT, client peak memory) and client BenchmarkTarStream (a directory
 # streamed as push sends it against tar -cf).
+# Includes cmd/cloudupload-server BenchmarkClusterJobs (jobs/s through one node
+# on the state directory, one node and three nodes on one PostgreSQL) and
+# BenchmarkClusterGet (GET latency on the state directory and on PostgreSQL,
+# through the node that ran the job and another), and backend/pgstore's.
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(go version)" | tee "$out/bench.txt"
 go test -p 1 -run "^$" -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1x}" -count 1 -timeout 60m ./... 2>&1 | tee -a "$out/bench.txt"

@@ -455,3 +455,65 @@ func databaseConfig(t testing.TB, db string) string {
 	}
 	return p
 }
+
+// TestClusterDatabaseGone: a node whose database goes away while it uploads
+// stops its uploader and exits once it could not renew its lease for a whole
+// lease; restarted once the database is back, it finds the job ended with a
+// reason that says why, and serves again.
+func TestClusterDatabaseGone(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	db := srv.URL(t)
+	dir := t.TempDir()
+	testutil.StopStrays(t, dir)
+	t.Setenv("RELEASE_DIR", t.TempDir()) // the slow job never gets released
+	args := []string{"--config", databaseConfig(t, db), "--node", "solo", "--advertise-url", "http://{addr}",
+		"--lease", "3s", "--kill-grace", "2s", "--log-level", "info"}
+	p := startProcessIn(t, buildServer(t), dir, args...)
+	name, _ := submitPutMode(t, p.url, "alice", 4096, bytes.NewReader(make([]byte, 4096)), "slow")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if jobField(t, string(get(t, p.url+"/cloudupload/"+name)), "state") == "uploading" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never started uploading")
+		}
+	}
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Errorf("the node exited with status 0 after losing its lease")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the node still runs 30 s after its database went away:\n%s", p.log.String())
+	}
+	t.Logf("the node exited %s after the database went away", time.Since(stopped).Round(100*time.Millisecond))
+	if !strings.Contains(p.log.String(), "lost its lease") {
+		t.Errorf("the node's log does not say it lost its lease:\n%s", p.log.String())
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(processesMentioning(filepath.Join(dir, "uploader"))) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the uploader still runs 10 s after its node exited")
+		}
+	}
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p2 := startProcessIn(t, buildServer(t), dir, args...)
+	state, _ := waitFinal(t, p2.url, name)
+	doc := string(get(t, p2.url+"/cloudupload/"+name))
+	if state != "failed" || !strings.Contains(jobField(t, doc, "details"), "lost its lease") {
+		t.Errorf("after the restart:\n%s", doc)
+	}
+	next, _ := submitPut(t, p2.url, "alice", 4096, bytes.NewReader(make([]byte, 4096)))
+	if s, _ := waitFinal(t, p2.url, next); s != "succeeded" {
+		t.Errorf("a new job after the database came back: %s", s)
+	}
+}
