@@ -31,6 +31,9 @@ const (
 	// end of it).
 	maxSavedLog     = 4 << 20
 	sharedPollEvery = time.Second
+	// stealWait is how long a job waits for a slot on its node before a
+	// node with free slots may take it.
+	stealWait = 3 * time.Second
 )
 
 // Lost is closed when this node lost its lease in a shared store: its
@@ -208,6 +211,18 @@ func (m *Manager) takeOver() {
 // (an uploading one only when uploads are idempotent, Config.Rerun); a job
 // still waiting for its PUT waits here; others fail naming the lost node.
 func (m *Manager) adoptTaken(t TakenJob) {
+	m.adopt2(t, fmt.Sprintf("node %s was lost: fetching the image again", t.From))
+}
+
+// adoptMoved makes a waiting job of a busy node this node's: it fetches
+// the image again and runs here.
+func (m *Manager) adoptMoved(t TakenJob) {
+	m.adopt2(t, fmt.Sprintf("moved from node %s, whose upload slots were busy: fetching the image again", t.From))
+}
+
+// adopt2 makes a job taken from another node this node's; again is the
+// details of a job that runs again here.
+func (m *Manager) adopt2(t TakenJob, again string) {
 	j := t.Job
 	log := m.jobLogger(j).With("from_node", t.From)
 	e := &entry{job: j, done: make(chan struct{})}
@@ -240,9 +255,8 @@ func (m *Manager) adoptTaken(t TakenJob) {
 	}
 	switch {
 	case rerun:
-		log.Warn("taking over a job of a lost node: fetching its image again", "state", string(j.State))
-		j.State, j.Details, j.Pid, j.PidStart, j.Started = cloudupload.StateCreated,
-			fmt.Sprintf("node %s was lost: fetching the image again", t.From), 0, 0, 0
+		log.Warn("taking over a job of another node: fetching its image again", "state", string(j.State), "why", again)
+		j.State, j.Details, j.Pid, j.PidStart, j.Started = cloudupload.StateCreated, again, 0, 0, 0
 		if err := m.commit(e, j); err == nil {
 			m.goFetch(e)
 		}
@@ -267,15 +281,93 @@ func (m *Manager) Holder(id int64) string {
 	}
 	m.mu.RLock()
 	e := m.jobs[id]
+	var j cloudupload.Job
+	if e != nil {
+		j = e.job
+	}
 	m.mu.RUnlock()
-	if e != nil || m.finalCache.has(id) {
+	movable := j.State == cloudupload.StateScheduled && j.Origin == cloudupload.OriginFetch
+	if (e != nil && !movable) || m.finalCache.has(id) {
 		return "" // this node's, or final
 	}
 	n, live, ok, err := m.shared.Holder(m.ctx, id)
-	if err != nil || !ok || !live || n.Name == m.shared.Node().Name {
+	if err != nil || !ok || n.Name == m.shared.Node().Name {
+		return ""
+	}
+	if e != nil {
+		m.forget(e, n.Name) // another node took it while it waited here
+	}
+	if !live {
 		return ""
 	}
 	return n.URL
+}
+
+// forget drops job e, which another node (to) took while it waited for a
+// slot here, with its local files.
+func (m *Manager) forget(e *entry, to string) {
+	m.mu.Lock()
+	if m.jobs[e.job.ID] != e {
+		m.mu.Unlock()
+		return
+	}
+	id := e.job.ID
+	delete(m.jobs, id)
+	delete(m.active, id)
+	if i, found := slices.BinarySearch(m.ids, id); found {
+		m.ids = slices.Delete(m.ids, i, i+1)
+	}
+	m.mu.Unlock()
+	m.log.Info("a waiting job moved to another node", "job", id, "to", to)
+	if err := os.RemoveAll(m.jobDir(id)); err != nil {
+		m.log.Error("cannot remove the local files of a job that moved", "job", id, "err", err)
+	}
+	close(e.done)
+}
+
+// notHeld handles a write to job e the store refused with ErrNotHeld: a
+// waiting job another node took is forgotten; anything else means this
+// node lost its lease.
+func (m *Manager) notHeld(e *entry, err error) {
+	id := m.snapshot(e).ID
+	n, _, ok, herr := m.shared.Holder(m.ctx, id)
+	if herr == nil && ok && n.Name != m.shared.Node().Name && m.snapshot(e).State == cloudupload.StateScheduled {
+		go m.forget(e, n.Name) // the caller holds e.wmu
+		return
+	}
+	m.loseLease(err)
+}
+
+// steal takes waiting jobs of busy nodes when this node has free slots.
+func (m *Manager) steal() {
+	limit := m.cfg.NodeUploads
+	if limit <= 0 {
+		limit = m.cfg.MaxUploads
+	}
+	m.mu.RLock()
+	busy := 0
+	for _, e := range m.active {
+		if s := e.job.State; s == cloudupload.StateUploading || s == cloudupload.StateScheduled ||
+			(s == cloudupload.StateReceiving && e.job.Origin == cloudupload.OriginFetch) || s == cloudupload.StateCreated {
+			busy++
+		}
+	}
+	m.mu.RUnlock()
+	if busy >= limit {
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, sharedPollEvery)
+	moved, err := m.shared.Steal(ctx, limit-busy, stealWait, Limits{Max: m.cfg.MaxUploads, PerUser: m.cfg.MaxUploadsPerUser})
+	cancel()
+	if err != nil {
+		if m.ctx.Err() == nil {
+			m.log.Warn("cannot look for waiting jobs of busy nodes", "err", err)
+		}
+		return
+	}
+	for _, t := range moved {
+		m.adoptMoved(t)
+	}
 }
 
 // notHere is the answer to a change of job id, which this node does not

@@ -581,7 +581,7 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 	}
 	if err := m.store.Update(m.ctx, j); err != nil {
 		if errors.Is(err, ErrNotHeld) {
-			m.loseLease(err)
+			m.notHeld(e, err)
 		}
 		return err
 	}

@@ -103,6 +103,16 @@ type SharedStore interface {
 	// job is handed to one node only.
 	TakeOver(ctx context.Context, grace time.Duration) ([]TakenJob, error)
 
+	// Steal hands this node at most n scheduled jobs whose image comes
+	// from the image source (Origin fetch), held by other live nodes and
+	// scheduled for longer than wait, oldest first, each only while the
+	// cluster has a slot free for it (limits.Max, limits.PerUser): they wait
+	// for their own node's slots (limits.Node there), and a node with free
+	// slots runs them (fetching the image again). Each job is handed to one
+	// node; the old holder's writes to it are then refused (ErrNotHeld) and
+	// Holder names the new one.
+	Steal(ctx context.Context, n int, wait time.Duration, limits Limits) ([]TakenJob, error)
+
 	// Holder returns the node holding unfinished job id, and whether its
 	// lease is live; ok is false for final jobs, and a job that does not
 	// exist is ENOTFOUND.

@@ -32,6 +32,7 @@ func (m *Manager) scheduler() {
 			return
 		case <-m.wake:
 		case <-poll:
+			m.steal()
 		}
 		for _, e := range m.pick() {
 			if m.ctx.Err() != nil {
@@ -122,7 +123,8 @@ func (m *Manager) claim(e *entry, j cloudupload.Job) (bool, error) {
 	ok, err := m.store.Claim(m.ctx, j, Limits{Max: m.cfg.MaxUploads, PerUser: m.cfg.MaxUploadsPerUser, Node: m.cfg.NodeUploads})
 	if err != nil {
 		if errors.Is(err, ErrNotHeld) {
-			m.loseLease(err)
+			m.notHeld(e, err)
+			return false, err
 		}
 		m.jobLogger(j).Error("cannot record the job's start", "err", err)
 		return false, err

@@ -284,7 +284,10 @@ func TestWaitExitStatus(t *testing.T) {
 	if r := e.run("", nil, "wait", "1"); r.code != 0 || !strings.Contains(r.stderr, "job 1 succeeded") {
 		t.Errorf("wait for a job that succeeds: exit %d, %q", r.code, r.stderr)
 	}
-	e.ok("submit", "--target", "mirror", "--data", data, "P/R/x86_64/K/img.raw")
+	// The same build id with other files fails (the same files again would
+	// be a re-run that succeeds).
+	other := e.dataFile(`{"tree": "demo", "series": "cli/wait", "build_id": "b1", "result": "fail"}`)
+	e.ok("submit", "--target", "mirror", "--data", other, "P/R/x86_64/K/img.raw")
 	r := e.run("", nil, "wait", "--json", "2")
 	if r.code != 1 {
 		t.Errorf("wait for a job that fails: exit %d, want 1", r.code)

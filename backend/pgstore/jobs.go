@@ -327,6 +327,47 @@ func (s *Store) TakeOver(ctx context.Context, grace time.Duration) ([]backend.Ta
 	return taken, nil
 }
 
+// Steal moves to this node the oldest scheduled fetch jobs of other live
+// nodes that waited longer than wait.
+func (s *Store) Steal(ctx context.Context, n int, wait time.Duration, limits backend.Limits) ([]backend.TakenJob, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	var moved []backend.TakenJob
+	err := s.writable(0)
+	if err == nil {
+		rows, qerr := s.pool.Query(ctx, `WITH moved AS (
+				SELECT j.id, j.node FROM jobs j JOIN nodes o ON o.name = j.node
+				WHERE j.state = 'scheduled' AND j.doc->>'origin' = 'fetch' AND j.node <> @node
+					AND o.expires > now() AND j.updated < now() - @wait::interval
+					AND (SELECT count(*) FROM jobs WHERE state = 'uploading') < @max
+					AND (SELECT count(*) FROM jobs u WHERE u.state = 'uploading' AND u.slot_key = j.slot_key) < @per_key
+				ORDER BY j.id LIMIT @n FOR UPDATE OF j SKIP LOCKED)
+			UPDATE jobs SET node = @node, updated = now() FROM moved
+			WHERE jobs.id = moved.id AND `+fence+`
+			RETURNING moved.node, jobs.doc`, s.args(pgx.NamedArgs{"n": n, "wait": wait, "max": limits.Max, "per_key": limits.PerUser}))
+		if qerr == nil {
+			moved, qerr = pgx.CollectRows(rows, func(row pgx.CollectableRow) (backend.TakenJob, error) {
+				var t backend.TakenJob
+				var doc []byte
+				if err := row.Scan(&t.From, &doc); err != nil {
+					return t, err
+				}
+				return t, json.Unmarshal(doc, &t.Job)
+			})
+		}
+		err = qerr
+	}
+	if err != nil {
+		return nil, s.fail(err, "take over waiting jobs of busy nodes")
+	}
+	sort.Slice(moved, func(i, k int) bool { return moved[i].Job.ID < moved[k].Job.ID })
+	for _, t := range moved {
+		s.log.Info("took a waiting job of a busy node", "job", t.Job.ID, "from", t.From, "node", s.node.Name)
+	}
+	return moved, nil
+}
+
 // Holder returns the node holding unfinished job id and whether its lease
 // is live.
 func (s *Store) Holder(ctx context.Context, id int64) (backend.NodeInfo, bool, bool, error) {

@@ -283,3 +283,58 @@ func testSharedImport(t *testing.T, e *env) {
 	wantJobs(t, "Load after import", byID(a.loaded), []cloudupload.Job{first, running})
 	update(t, a, running, cloudupload.StateSucceeded)
 }
+
+// Steal hands a node with free slots the oldest scheduled fetch jobs of
+// other live nodes that waited long enough, each to one node, only while
+// the cluster has a slot for them; the old holder may not write them any
+// more.
+func testSharedSteal(t *testing.T, e *env) {
+	a, b, c := e.node("a", longLease), e.node("b", longLease), e.node("c", longLease)
+	limits := backend.Limits{Max: 10, PerUser: 10}
+	fetch := update(t, a, create(t, a, "alice"), cloudupload.StateScheduled)
+	put := create(t, a, "alice")
+	put.Origin = cloudupload.OriginPut
+	if err := a.Update(ctx, put); err != nil {
+		t.Fatal(err)
+	}
+	put = update(t, a, put, cloudupload.StateScheduled)
+	create(t, a, "alice") // not scheduled yet
+	if got, err := b.shared(t).Steal(ctx, 10, time.Hour, limits); err != nil || len(got) != 0 {
+		t.Fatalf("Steal of jobs that did not wait long enough: %v, %v", got, err)
+	}
+	if got, err := b.shared(t).Steal(ctx, 10, 0, backend.Limits{Max: 0, PerUser: 10}); err != nil || len(got) != 0 {
+		t.Fatalf("Steal with no slot free in the cluster: %v, %v", got, err)
+	}
+	const wait = 300 * time.Millisecond // also keeps a job just stolen from being stolen again at once
+	time.Sleep(wait + 50*time.Millisecond)
+	var wg sync.WaitGroup
+	got := make([][]backend.TakenJob, 2)
+	for i, s := range []*handle{b, c} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if got[i], err = s.shared(t).Steal(ctx, 10, wait, limits); err != nil {
+				t.Errorf("Steal on node %s: %v", s.node.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	all := append(got[0], got[1]...)
+	if len(all) != 1 || all[0].Job.ID != fetch.ID || all[0].From != "a" {
+		t.Fatalf("Steal by two nodes at once handed %+v, want job %d from a to one of them", all, fetch.ID)
+	}
+	thief := b
+	if len(got[1]) == 1 {
+		thief = c
+	}
+	if n, _, _, err := a.shared(t).Holder(ctx, fetch.ID); err != nil || n.Name != thief.node.Name {
+		t.Fatalf("holder of the stolen job: %v, %v; want %s", n.Name, err, thief.node.Name)
+	}
+	w := fetch
+	w.State = cloudupload.StateUploading
+	_, err := a.Claim(ctx, w, limits)
+	wantNotHeld(t, err, "Claim by the node a job was stolen from")
+	wantData(t, thief, fetch.ID)
+	update(t, thief, all[0].Job, cloudupload.StateFailed)
+}

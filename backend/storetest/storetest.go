@@ -73,6 +73,7 @@ func Run(t *testing.T, opener Opener) {
 			{"SharedHolder", testSharedHolder},
 			{"SharedLog", testSharedLog},
 			{"SharedImport", testSharedImport},
+			{"SharedSteal", testSharedSteal},
 		}...)
 	}
 	for _, tc := range tests {

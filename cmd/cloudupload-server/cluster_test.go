@@ -203,7 +203,7 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	for _, n := range live {
-		fromLost += strings.Count(n.log.String(), "taking over a job of a lost node")
+		fromLost += strings.Count(n.log.String(), "from_node=n2")
 	}
 	t.Logf("%d jobs: %d succeeded, %d failed %v; %d recovered from the lost node; highest slot use %d (per user %d); latest went %v",
 		len(names), succeeded, failed, reasons, fromLost, worst.all, worst.user, worst.latest)
@@ -515,5 +515,74 @@ func TestClusterDatabaseGone(t *testing.T) {
 	next, _ := submitPut(t, p2.url, "alice", 4096, bytes.NewReader(make([]byte, 4096)))
 	if s, _ := waitFinal(t, p2.url, next); s != "succeeded" {
 		t.Errorf("a new job after the database came back: %s", s)
+	}
+}
+
+// TestClusterSteal: jobs waiting for the upload slots of their own node
+// (--node-uploads) move to a node with free slots, which fetches their
+// image again and runs them; the first node then passes requests about
+// them on.
+func TestClusterSteal(t *testing.T) {
+	db := pgtest.URL(t)
+	build := t.TempDir()
+	img := filepath.Join(build, "P", "R", "x86_64", "K", "img.raw")
+	os.MkdirAll(filepath.Dir(img), 0o755)
+	os.WriteFile(img, make([]byte, 64<<10), 0o644)
+	release := t.TempDir()
+	t.Setenv("RELEASE_DIR", release)
+	conf := databaseConfig(t, db)
+	node := func(name string, extra ...string) *serverProcess {
+		dir := t.TempDir()
+		testutil.StopStrays(t, dir)
+		args := append([]string{"--config", conf, "--node", name, "--advertise-url", "http://{addr}",
+			"--build-root", build, "--max-uploads-per-user", "4"}, extra...)
+		return startProcessIn(t, buildServer(t), dir, args...)
+	}
+	busy := node("busy", "--node-uploads", "1")
+	free := node("free")
+
+	var names []string
+	for range 3 {
+		q := url.Values{"project": {"P"}, "repository": {"R"}, "arch": {"x86_64"}, "package": {"K"},
+			"filename": {"img.raw"}, "user": {"alice"}, "target": {"test"}}
+		resp, err := http.Post(busy.url+"/cloudupload?"+q.Encode(), "application/octet-stream", strings.NewReader("slow"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("create: %s %s", resp.Status, b)
+		}
+		names = append(names, jobField(t, string(b), "name"))
+	}
+	// One runs on busy; the other two wait there, then move to free.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		uploading := 0
+		for _, name := range names {
+			if jobField(t, string(get(t, busy.url+"/cloudupload/"+name)), "state") == "uploading" {
+				uploading++
+			}
+		}
+		if uploading == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 jobs uploading 30 s after they were created; logs:\n%s\n%s", uploading, busy.log.String(), free.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := strings.Count(free.log.String(), "moved from node busy"); n != 2 {
+		t.Errorf("node free took %d jobs, want 2", n)
+	}
+	os.WriteFile(filepath.Join(release, "release"), nil, 0o644)
+	for _, name := range names {
+		if s, _ := waitFinal(t, busy.url, name); s != "succeeded" {
+			t.Errorf("job %s %s", name, s)
+		}
+	}
+	if !strings.Contains(string(get(t, free.url+"/cloudupload/"+names[2]+"/_log?nostream=1")), "released") {
+		t.Errorf("the log of a moved job does not show its run")
 	}
 }
