@@ -11,7 +11,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 )
+
+// syncs counts the fsyncs of this package (files and directories), for
+// benchmarks that count a job's writes (Syncs).
+var syncs atomic.Int64
+
+// Syncs is the number of fsyncs this process made through this package.
+func Syncs() int64 { return syncs.Load() }
 
 // TempMarker is part of the name of every temporary file of a write
 // (".<name>.tmp-<random>"), so leftovers of a crash can be recognised and
@@ -52,6 +60,7 @@ func replace(path string, data []byte, perm os.FileMode, sync bool) (dir string,
 		return dir, err
 	}
 	if sync {
+		syncs.Add(1)
 		if err = f.Sync(); err != nil {
 			return dir, err
 		}
@@ -68,6 +77,7 @@ func SyncDir(dir string) error {
 	if err != nil {
 		return err
 	}
+	syncs.Add(1)
 	err = d.Sync()
 	if cerr := d.Close(); err == nil {
 		err = cerr
