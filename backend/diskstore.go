@@ -22,8 +22,9 @@ type diskStore struct {
 	dir, jobsDir, doneDir string
 	log                   *slog.Logger
 
-	idMu sync.Mutex
-	next int64
+	idMu     sync.Mutex
+	next     int64 // the next id to give
+	reserved int64 // next-id on disk: ids below it may have been given
 
 	mu sync.Mutex
 	// active indexes the unfinished jobs, for Claim.
@@ -31,6 +32,14 @@ type diskStore struct {
 	// unreadable are the jobs whose record could not be read at Load, with
 	// their directories (kept untouched for the operator).
 	unreadable map[int64]string
+
+	// Final jobs whose directory the archiver still has to move to done/
+	// (see Update), guarded by mu; archived is broadcast after each batch.
+	pending  map[int64]bool
+	archived *sync.Cond
+	wake     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
 }
 
 // OpenDiskStore opens the disk store in dir (created if missing). Load
@@ -47,7 +56,10 @@ func newDiskStore(dir string, log *slog.Logger) (*diskStore, error) {
 	s := &diskStore{
 		dir: dir, jobsDir: filepath.Join(dir, dirJobs), doneDir: filepath.Join(dir, dirDone), log: log,
 		active: map[int64]cloudupload.Job{}, unreadable: map[int64]string{},
+		pending: map[int64]bool{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
+	s.archived = sync.NewCond(&s.mu)
+	go s.archiver()
 	for _, d := range []string{s.dir, s.jobsDir, s.doneDir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("open disk store: %w", err)
@@ -138,6 +150,7 @@ func (s *diskStore) Load(ctx context.Context) ([]cloudupload.Job, error) {
 		}
 	}
 	s.next = max(next, highest+1)
+	s.reserved = next
 	if next < highest+1 {
 		if err := writeFileAtomic(nextPath, []byte(strconv.FormatInt(s.next, 10)+"\n"), 0o644); err != nil {
 			return nil, fmt.Errorf("rewrite the job id counter: %w", err)
@@ -179,14 +192,21 @@ func (s *diskStore) unreadableDir(id int64) string {
 	return s.unreadable[id]
 }
 
-// NextID records the next id in next-id before it returns one, so no id is
-// ever given twice, also across restarts.
+// idBlock is how many ids NextID reserves with one write of next-id.
+const idBlock = 64
+
+// NextID gives ids from a block reserved in next-id before any of them is
+// given, so no id is ever given twice, also across restarts (a restart
+// continues after the block: ids are increasing, not contiguous).
 func (s *diskStore) NextID(ctx context.Context) (int64, error) {
 	s.idMu.Lock()
 	defer s.idMu.Unlock()
 	id := s.next
-	if err := writeFileAtomic(filepath.Join(s.dir, fileNextID), []byte(strconv.FormatInt(id+1, 10)+"\n"), 0o644); err != nil {
-		return 0, fmt.Errorf("allocate job id: %w", err)
+	if id >= s.reserved {
+		if err := writeFileAtomic(filepath.Join(s.dir, fileNextID), []byte(strconv.FormatInt(id+idBlock, 10)+"\n"), 0o644); err != nil {
+			return 0, fmt.Errorf("allocate job id: %w", err)
+		}
+		s.reserved = id + idBlock
 	}
 	s.next = id + 1
 	return id, nil
@@ -216,8 +236,10 @@ func (s *diskStore) Create(ctx context.Context, j cloudupload.Job, data []byte) 
 	return nil
 }
 
-// Update writes job.json; a final job is then archived: its image, data and
-// work directory removed and its directory moved to done/.
+// Update writes job.json. A final job is then archived in the background:
+// its image, data and work directory removed and its directory moved to
+// done/ (a restart finishes an archive a crash interrupted; waitArchived
+// waits for it).
 func (s *diskStore) Update(ctx context.Context, j cloudupload.Job) error {
 	s.mu.Lock()
 	_, ok := s.active[j.ID]
@@ -235,19 +257,73 @@ func (s *diskStore) write(j cloudupload.Job) error {
 	if err := writeJob(s.jobDir(j.ID), j); err != nil {
 		return fmt.Errorf("write job %d: %w", j.ID, err)
 	}
-	if j.State.Final() {
-		if err := archiveDir(s.jobsDir, s.doneDir, j.ID); err != nil {
-			return fmt.Errorf("archive job %d: %w", j.ID, err)
-		}
-	}
 	s.mu.Lock()
 	if j.State.Final() {
 		delete(s.active, j.ID)
+		s.pending[j.ID] = true
 	} else {
 		s.active[j.ID] = j
 	}
 	s.mu.Unlock()
+	if j.State.Final() {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
 	return nil
+}
+
+// archiver archives final jobs in batches, with one sync of the two
+// directories per batch, until Close.
+func (s *diskStore) archiver() {
+	defer close(s.stopped)
+	for {
+		stopping := false
+		select {
+		case <-s.wake:
+		case <-s.stop:
+			stopping = true
+		}
+		s.mu.Lock()
+		var ids []int64
+		for id := range s.pending {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+		slices.Sort(ids)
+		for _, id := range ids {
+			if err := archiveFiles(s.jobsDir, s.doneDir, id); err != nil {
+				s.log.Error("cannot archive a finished job: the next start tries again", "job", id, "err", err)
+			}
+		}
+		if len(ids) > 0 {
+			for _, d := range []string{s.doneDir, s.jobsDir} {
+				if err := syncDir(d); err != nil {
+					s.log.Error("cannot sync the state directory after archiving", "dir", d, "err", err)
+				}
+			}
+		}
+		s.mu.Lock()
+		for _, id := range ids {
+			delete(s.pending, id)
+		}
+		s.archived.Broadcast()
+		s.mu.Unlock()
+		if stopping {
+			return
+		}
+	}
+}
+
+// waitArchived returns once final job id is in done/ (or its archive
+// failed and was logged).
+func (s *diskStore) waitArchived(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.pending[id] {
+		s.archived.Wait()
+	}
 }
 
 // Claim counts the uploading jobs of the index: one node, so every slot is
@@ -341,13 +417,23 @@ func (s *diskStore) List(ctx context.Context, ids []int64) ([]cloudupload.Job, e
 }
 
 func (s *diskStore) Remove(ctx context.Context, id int64) error {
+	s.waitArchived(id)
 	if err := os.RemoveAll(s.doneJobDir(id)); err != nil {
 		return fmt.Errorf("remove job %d: %w", id, err)
 	}
 	return syncDir(s.doneDir)
 }
 
-func (s *diskStore) Close() error { return nil }
+// Close finishes the archives under way.
+func (s *diskStore) Close() error {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.stopped
+	return nil
+}
 
 // writeJob writes j as dir/job.json.
 func writeJob(dir string, j cloudupload.Job) error {
@@ -359,8 +445,19 @@ func writeJob(dir string, j cloudupload.Job) error {
 }
 
 // archiveDir moves the final job id from jobsDir to doneDir, without its
-// image, target data and work directory.
+// image, target data and work directory, and syncs both directories.
 func archiveDir(jobsDir, doneDir string, id int64) error {
+	if err := archiveFiles(jobsDir, doneDir, id); err != nil {
+		return err
+	}
+	if err := syncDir(doneDir); err != nil {
+		return err
+	}
+	return syncDir(jobsDir)
+}
+
+// archiveFiles is archiveDir without the syncs.
+func archiveFiles(jobsDir, doneDir string, id int64) error {
 	name := strconv.FormatInt(id, 10)
 	dir := filepath.Join(jobsDir, name)
 	if err := removeTemps(dir); err != nil {
@@ -375,13 +472,7 @@ func archiveDir(jobsDir, doneDir string, id int64) error {
 	if err := os.RemoveAll(dst); err != nil {
 		return err
 	}
-	if err := os.Rename(dir, dst); err != nil {
-		return err
-	}
-	if err := syncDir(doneDir); err != nil {
-		return err
-	}
-	return syncDir(jobsDir)
+	return os.Rename(dir, dst)
 }
 
 var _ Store = (*diskStore)(nil)

@@ -9,7 +9,9 @@
 //
 // Everything a job is lives in plain files that ls and cat can inspect:
 //
-//	STATE/next-id            the next job id; written before an id is used, so ids are never reused
+//	STATE/next-id            the first job id not yet reserved: ids are handed out from blocks of 64
+//	                         reserved here before use, so ids are never reused (after a restart they
+//	                         continue past the block: increasing, not contiguous)
 //	STATE/lock               locked (flock) by the running server: one server per state directory
 //	STATE/jobs/<id>/         one directory per unfinished job
 //	    job.json             the whole job (state, details, names, pid, times), indented JSON
@@ -21,7 +23,9 @@
 //	    progress             written by the uploader while it runs: {"done":N,"total":M} (bytes)
 //	    work/                the uploader's working directory, fresh for each run
 //	STATE/done/<id>/         finished jobs: job.json, log, result, exit (image, data and
-//	                         work are removed when a job ends)
+//	                         work are removed when a job ends: its final job.json is written
+//	                         in jobs/<id>/, then the directory moves here in the background,
+//	                         several jobs per sync; a restart finishes a move a crash cut)
 //
 // Every change is written atomically: a temporary file ".<name>.tmp-*" in
 // the same directory, fsync, rename, fsync of the directory; temporary files

@@ -350,9 +350,18 @@ func (m *Manager) Wait(ctx context.Context, id int64) (cloudupload.Job, error) {
 	}
 	select {
 	case <-e.done:
+		m.settled(id)
 		return m.snapshot(e), nil
 	case <-ctx.Done():
 		return m.snapshot(e), ctx.Err()
+	}
+}
+
+// settled waits until final job id's files are where doc.go says (the
+// disk store archives in the background).
+func (m *Manager) settled(id int64) {
+	if m.disk != nil {
+		m.disk.waitArchived(id)
 	}
 }
 
@@ -370,6 +379,7 @@ func (m *Manager) LogPath(id int64) (string, error) {
 		return filepath.Join(e.dir, fileLog), nil
 	}
 	if m.snapshot(e).State.Final() {
+		m.settled(id)
 		return filepath.Join(m.doneJobDir(id), fileLog), nil
 	}
 	p := filepath.Join(m.jobDir(id), fileLog)
@@ -639,6 +649,16 @@ func (m *Manager) move(e *entry, to cloudupload.State, details string, edit func
 // long body or a read error fails the job with the reason (returned as
 // EINVALID); once the image is complete and synced the job is scheduled.
 func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size int64) error {
+	err := m.receive(ctx, id, body, size)
+	if err != nil {
+		if j, gerr := m.Get(id); gerr == nil && j.State.Final() {
+			m.settled(id) // a failed job's files are archived before the answer
+		}
+	}
+	return err
+}
+
+func (m *Manager) receive(ctx context.Context, id int64, body io.Reader, size int64) error {
 	e, err := m.lookup(id)
 	if err != nil {
 		if err := m.notHere(id, err); err != nil {
@@ -689,13 +709,13 @@ func (m *Manager) Receive(ctx context.Context, id int64, body io.Reader, size in
 	done := make(chan struct{})
 	defer close(done)
 	e.recvCancel, e.recvDone = func() { cancel(errKilled) }, done
-	j, err = m.move(e, cloudupload.StateReceiving, detailsReceiving, func(j *cloudupload.Job) {
-		j.Pid, j.PidStart = os.Getpid(), 0
-	})
+	// Receiving is shown but not written: the image file beside a job
+	// recorded created tells a restart that a PUT was cut off (recover).
+	j.State, j.Details, j.Pid, j.PidStart, j.Updated = cloudupload.StateReceiving, detailsReceiving, os.Getpid(), 0, time.Now().Unix()
+	m.mu.Lock()
+	e.job = j
+	m.mu.Unlock()
 	e.wmu.Unlock()
-	if err != nil {
-		return err
-	}
 	// A job's size (from the skeleton) is what must arrive, as OBS checked;
 	// a Content-Length that says otherwise fails the job at once.
 	if j.Size > 0 && size >= 0 && size != j.Size {

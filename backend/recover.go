@@ -85,15 +85,41 @@ func (m *Manager) recover() {
 			}
 			log.Info("recovery: receiving the image again", "state", string(j.State))
 			m.goFetch(e)
-		case j.State == cloudupload.StateReceiving:
+		case j.State == cloudupload.StateReceiving,
+			j.State == cloudupload.StateCreated && m.startedHere(j.ID, fileImage):
+			// A PUT's receiving is not written (receive): an image file
+			// beside a created job is a PUT a restart cut off.
 			log.Info("recovery: the image upload was interrupted by a restart")
 			e.wmu.Lock()
 			m.move(e, cloudupload.StateFailed, reasonPutRestart, nil)
 			e.wmu.Unlock()
 		case j.State == cloudupload.StateUploading:
 			m.recoverUpload(e)
+		case j.State == cloudupload.StateScheduled && m.startedHere(j.ID, dirWork, fileExit):
+			// The daemon died between starting the uploader and recording
+			// it (start): handled as an uploading job whose pid was never
+			// recorded, so it is never started twice.
+			log.Info("recovery: the uploader was started but not recorded")
+			j.State, j.Details = cloudupload.StateUploading, detailsUploading
+			m.mu.Lock()
+			e.job = j
+			m.mu.Unlock()
+			m.recoverUnrecordedShim(e)
 		}
 	}
+}
+
+// startedHere reports whether one of the named files exists in job id's
+// directory: a step that is not recorded before it starts left a trace
+// (an image file: a PUT; a work directory or exit file: the uploader, as
+// startShim makes the first and the shim writes the second).
+func (m *Manager) startedHere(id int64, names ...string) bool {
+	for _, name := range names {
+		if _, err := os.Lstat(filepath.Join(m.jobDir(id), name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // recoverUpload re-adopts the uploader of job e when its shim still runs,

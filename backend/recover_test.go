@@ -186,6 +186,37 @@ func TestRecoveryNoPidShim(t *testing.T) {
 	}
 }
 
+// TestRecoveryStartedScheduled: the daemon died after starting the
+// uploader and before recording the start (the job is still scheduled on
+// disk). The restart re-adopts the running uploader instead of starting a
+// second one, and records its pid.
+func TestRecoveryStartedScheduled(t *testing.T) {
+	dir, shared := t.TempDir(), t.TempDir()
+	daemon, id, shim := startDaemon(t, dir, fakeData{Mode: "wait", Dir: shared, Result: "ami-once"})
+	name := strconv.FormatInt(id, 10)
+	marker := filepath.Join(shared, "started-"+name)
+	first := readMarker(t, marker)
+	sigkill(t, daemon)
+	j := diskJob(t, dir, id)
+	j.State, j.Details, j.Pid, j.PidStart, j.Started = cloudupload.StateScheduled, detailsScheduled, 0, 0, 0
+	b, _ := encodeJob(j)
+	os.WriteFile(filepath.Join(dir, "jobs", name, "job.json"), b, 0o644)
+
+	m := open(t, daemonConfig(dir))
+	g, _ := m.Get(id)
+	if g.State != cloudupload.StateUploading || g.Pid != shim {
+		t.Fatalf("job %s pid %d, want uploading, re-adopted pid %d", g.State, g.Pid, shim)
+	}
+	if d := diskJob(t, dir, id); d.State != cloudupload.StateUploading || d.Pid != shim {
+		t.Fatalf("on disk: %s pid %d, want uploading with the re-adopted shim %d", d.State, d.Pid, shim)
+	}
+	os.WriteFile(filepath.Join(shared, "release-"+name), nil, 0o644)
+	wantState(t, wait(t, m, id), cloudupload.StateSucceeded, "ami-once")
+	if again := readMarker(t, marker); again != first {
+		t.Fatalf("the uploader was started again (pid %d, first %d)", again, first)
+	}
+}
+
 // TestRecoveryReceive: an interrupted fetch resumes where the image file
 // ends, an interrupted PUT fails with a reason, a scheduled job runs after
 // the restart, and leftovers of interrupted writes are cleaned up.
@@ -224,7 +255,7 @@ func TestRecoveryReceive(t *testing.T) {
 	for _, want := range []struct {
 		id    int64
 		state cloudupload.State
-	}{{busy.ID, cloudupload.StateUploading}, {queued.ID, cloudupload.StateScheduled}, {fetched.ID, cloudupload.StateReceiving}, {put.ID, cloudupload.StateReceiving}} {
+	}{{busy.ID, cloudupload.StateUploading}, {queued.ID, cloudupload.StateScheduled}, {fetched.ID, cloudupload.StateReceiving}, {put.ID, cloudupload.StateCreated}} {
 		if s := diskJob(t, cfg.StateDir, want.id).State; s != want.state {
 			t.Fatalf("job %d is %s on disk after Close, want %s", want.id, s, want.state)
 		}

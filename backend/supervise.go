@@ -77,9 +77,15 @@ func (m *Manager) pick() []*entry {
 	return start
 }
 
-// start starts the uploader of scheduled job e. The job is uploading on
-// disk before its shim starts, and its shim's pid and start time are
-// recorded as soon as it runs.
+// start starts the uploader of scheduled job e. With a shared store the
+// job is claimed (uploading on record, a cluster slot held) before its
+// shim starts, and the shim's pid and start time are recorded once it runs.
+// With the disk store, whose slots are all counted in this process, the
+// job is uploading in memory before the shim starts and on disk, with the
+// shim's pid, once it runs: one write instead of two. A restart that finds
+// a scheduled job with a work directory treats it as uploading with an
+// unrecorded pid (recoverUnrecordedShim), so a started uploader is never
+// started again.
 func (m *Manager) start(e *entry) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
@@ -87,10 +93,18 @@ func (m *Manager) start(e *entry) {
 	if j.State != cloudupload.StateScheduled {
 		return
 	}
-	if ok, err := m.claim(e, j); !ok || err != nil {
-		return
+	if m.shared != nil {
+		if ok, err := m.claim(e, j); !ok || err != nil {
+			return
+		}
+		j = m.snapshot(e)
+	} else {
+		j.State, j.Details = cloudupload.StateUploading, detailsUploading
+		j.Started, j.Pid, j.PidStart = time.Now().Unix(), 0, 0
+		m.mu.Lock()
+		e.job = j // counted by pick from now on
+		m.mu.Unlock()
 	}
-	j = m.snapshot(e)
 	e.progress.begin(cloudupload.StateUploading, time.Now())
 	log := m.jobLogger(j)
 	cmd, err := m.startShim(j)
@@ -106,12 +120,34 @@ func (m *Manager) start(e *entry) {
 	} else {
 		log.Warn("cannot read the uploader's start time", "pid", j.Pid, "err", err)
 	}
-	if err := m.commit(e, j); err != nil {
+	if m.shared != nil {
+		err = m.commit(e, j)
+	} else {
+		err = m.claimStarted(e, j)
+	}
+	if err != nil {
 		// A restart finds the shim by its work directory.
-		log.Error("cannot record the uploader's pid", "pid", j.Pid, "err", err)
+		log.Error("cannot record the uploader's start", "pid", j.Pid, "err", err)
 	}
 	log.Info("upload started", "pid", j.Pid, "filename", j.Filename)
 	go m.waitShim(e, cmd)
+}
+
+// claimStarted records j, whose shim runs, as uploading in the disk store.
+// The caller holds e.wmu.
+func (m *Manager) claimStarted(e *entry, j cloudupload.Job) error {
+	j.Updated = time.Now().Unix()
+	ok, err := m.store.Claim(m.ctx, j, Limits{Max: m.cfg.MaxUploads, PerUser: m.cfg.MaxUploadsPerUser})
+	if err == nil && !ok {
+		err = errors.New("no upload slot free in the store although the scheduler found one")
+	}
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	e.job = j
+	m.mu.Unlock()
+	return nil
 }
 
 // claim moves scheduled job e (j) to uploading if the store has a slot
@@ -250,6 +286,14 @@ func readResult(path string) string {
 // already final; ENOTFOUND for an unknown id; ctx's error when ctx ends
 // first (the kill goes on).
 func (m *Manager) Kill(ctx context.Context, id int64) error {
+	err := m.kill(ctx, id)
+	if err == nil {
+		m.settled(id)
+	}
+	return err
+}
+
+func (m *Manager) kill(ctx context.Context, id int64) error {
 	e, err := m.lookup(id)
 	if err != nil {
 		return m.notHere(id, err)
