@@ -126,7 +126,7 @@ func (s *diskStore) Load(ctx context.Context) ([]cloudupload.Job, error) {
 				jobs = append(jobs, s.markUnreadable(id, dir))
 				continue
 			}
-			if j.State != cloudupload.StateUploading {
+			if !uploaderMayRun(dir, j) {
 				if err := removeTemps(dir); err != nil {
 					return nil, err
 				}
@@ -160,6 +160,22 @@ func (s *diskStore) Load(ctx context.Context) ([]cloudupload.Job, error) {
 	s.log.Info("job store opened", "dir", s.dir, "jobs", len(jobs), "unfinished", len(s.active),
 		"unreadable", len(s.unreadable), "next_id", s.next)
 	return jobs, nil
+}
+
+// uploaderMayRun reports whether job j (in dir) may have a live uploader
+// and shim, whose temporary files (result, exit) must be left alone: it is
+// uploading, or scheduled with a work directory (the Manager starts the
+// shim before it records uploading).
+func uploaderMayRun(dir string, j cloudupload.Job) bool {
+	if j.State == cloudupload.StateUploading {
+		return true
+	}
+	if j.State == cloudupload.StateScheduled {
+		if _, err := os.Lstat(filepath.Join(dir, dirWork)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func cmpID(a, b int64) int {

@@ -46,6 +46,10 @@ const (
 	maxValidateMessage  = 300      // characters of validate's message
 	receiveBufferSize   = 1 << 20
 	adoptPollInterval   = 200 * time.Millisecond
+	// shimAppearWait is how long a restart looks for the shim of a job
+	// whose uploader was being started when the daemon died, before it
+	// concludes the uploader never ran.
+	shimAppearWait      = 5 * time.Second
 	retentionSweepEvery = time.Hour
 	lockWait            = 3 * time.Second
 )

@@ -170,38 +170,37 @@ func (m *Manager) recoverUnrecordedShim(e *entry) {
 	log := m.jobLogger(j)
 	dir := m.jobDir(j.ID)
 	groups := groupsIn(filepath.Join(dir, dirWork))
-	for pgid := range groups {
-		if !isShimOf(pgid, filepath.Join(dir, fileExit)) {
-			continue
-		}
-		p, err := procStat(pgid)
-		if err != nil || p.dead() {
-			continue
-		}
-		e.wmu.Lock()
-		j = m.snapshot(e)
-		j.Pid, j.PidStart = pgid, p.Start
-		e.pgid = pgid
-		err = m.commit(e, j)
-		e.wmu.Unlock()
-		if err != nil {
-			log.Error("recovery: cannot record the uploader's pid", "pid", pgid, "err", err)
-		}
-		log.Info("recovery: re-adopting the running uploader (found by its work directory)", "pid", pgid)
-		m.wg.Add(1)
-		go m.adopt(e)
-		if e.killing {
-			m.startKill(e)
-		}
+	if m.adoptShim(e, groups) {
 		return
 	}
 	if len(groups) == 0 {
 		// A job runs its uploader once, and the exit and result files are
 		// removed before the shim starts: an exit file is this run's.
-		e.wmu.Lock()
-		state, details := m.outcome(m.snapshot(e), e.killing, reasonLostStart, "")
-		m.move(e, state, details, nil)
-		e.wmu.Unlock()
+		// Without one, a shim that a daemon killed while starting it
+		// forked may still be on its way (exec): look again for a while.
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			t0 := time.Now()
+			for time.Since(t0) < shimAppearWait {
+				if _, err := os.Lstat(filepath.Join(dir, fileExit)); err == nil {
+					break
+				}
+				select {
+				case <-m.ctx.Done():
+					return // the next Open looks again
+				case <-time.After(adoptPollInterval / 2):
+				}
+				if m.adoptShim(e, groupsIn(filepath.Join(dir, dirWork))) {
+					log.Info("recovery: the uploader's supervisor showed up after a while", "after", time.Since(t0).Round(time.Millisecond).String())
+					return
+				}
+			}
+			e.wmu.Lock()
+			defer e.wmu.Unlock()
+			state, details := m.outcome(m.snapshot(e), e.killing, reasonLostStart, "")
+			m.move(e, state, details, nil)
+		}()
 		return
 	}
 	m.wg.Add(1)
@@ -230,6 +229,41 @@ func (m *Manager) recoverUnrecordedShim(e *entry) {
 		}
 		m.move(e, cloudupload.StateFailed, details, nil)
 	}()
+}
+
+// adoptShim re-adopts the live shim of uploading job e among groups (the
+// process groups running in its work directory) and reports whether it
+// found one.
+func (m *Manager) adoptShim(e *entry, groups map[int]bool) bool {
+	j := m.snapshot(e)
+	log := m.jobLogger(j)
+	exitFile := filepath.Join(m.jobDir(j.ID), fileExit)
+	for pgid := range groups {
+		if !isShimOf(pgid, exitFile) {
+			continue
+		}
+		p, err := procStat(pgid)
+		if err != nil || p.dead() {
+			continue
+		}
+		e.wmu.Lock()
+		j = m.snapshot(e)
+		j.Pid, j.PidStart = pgid, p.Start
+		e.pgid = pgid
+		err = m.commit(e, j)
+		e.wmu.Unlock()
+		if err != nil {
+			log.Error("recovery: cannot record the uploader's pid", "pid", pgid, "err", err)
+		}
+		log.Info("recovery: re-adopting the running uploader (found by its work directory)", "pid", pgid)
+		m.wg.Add(1)
+		go m.adopt(e)
+		if e.killing {
+			m.startKill(e)
+		}
+		return true
+	}
+	return false
 }
 
 // stopUnreadable stops, as a kill does, processes still running in the work

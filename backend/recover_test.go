@@ -201,8 +201,14 @@ func TestRecoveryStartedScheduled(t *testing.T) {
 	j.State, j.Details, j.Pid, j.PidStart, j.Started = cloudupload.StateScheduled, detailsScheduled, 0, 0, 0
 	b, _ := encodeJob(j)
 	os.WriteFile(filepath.Join(dir, "jobs", name, "job.json"), b, 0o644)
+	// As if the shim were writing its exit file right now.
+	tmp := filepath.Join(dir, "jobs", name, ".exit.tmp-123")
+	os.WriteFile(tmp, []byte("0"), 0o644)
 
 	m := open(t, daemonConfig(dir))
+	if !exists(tmp) {
+		t.Fatal("a restart removed a temporary file of a live shim")
+	}
 	g, _ := m.Get(id)
 	if g.State != cloudupload.StateUploading || g.Pid != shim {
 		t.Fatalf("job %s pid %d, want uploading, re-adopted pid %d", g.State, g.Pid, shim)

@@ -160,16 +160,20 @@ func TestCrash(t *testing.T) {
 		rel := filepath.Join("crash", "b-"+m[1], j.filename)
 		b, err := os.ReadFile(filepath.Join(c.mirror, rel))
 		published := err == nil
+		wrong := ""
 		switch {
 		case j.state == "succeeded" && !published:
-			t.Errorf("job %s succeeded (%s) but %s was not published", j.name, j.details, rel)
+			wrong = fmt.Sprintf("job %s succeeded (%s) but %s was not published", j.name, j.details, rel)
 		case j.state == "succeeded" && sha256.Sum256(b) != c.image(j.filename):
-			t.Errorf("job %s: %s does not hold the image's bytes", j.name, rel)
+			wrong = fmt.Sprintf("job %s: %s does not hold the image's bytes", j.name, rel)
 		case j.state == "succeeded" && j.details != "crash:"+rel:
-			t.Errorf("job %s succeeded with details %q, want crash:%s", j.name, j.details, rel)
+			wrong = fmt.Sprintf("job %s succeeded with details %q, want crash:%s", j.name, j.details, rel)
 		case j.state == "failed" && published:
-			t.Errorf("job %s failed (%s) but its build %s was published; its log:\n%s", j.name, j.details, rel,
-				c.get("/cloudupload/"+j.name+"/_log?nostream=1"))
+			wrong = fmt.Sprintf("job %s failed (%s) but its build %s was published", j.name, j.details, rel)
+		}
+		if wrong != "" {
+			t.Errorf("%s; its log:\n%s\nthe daemon's lines about it:\n%s", wrong,
+				c.get("/cloudupload/"+j.name+"/_log?nostream=1"), c.daemonLines(j.name))
 		}
 		if j.state == "succeeded" {
 			succeeded++
@@ -210,6 +214,18 @@ func TestCrash(t *testing.T) {
 	if pids := processesMentioning(c.state); len(pids) > 0 {
 		t.Errorf("processes of the jobs still run after every job ended: %v", pids)
 	}
+}
+
+// daemonLines returns the lines of the daemons' log about job name.
+func (c *crashRun) daemonLines(name string) string {
+	b, _ := os.ReadFile(c.logPath)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "job="+name+" ") || strings.Contains(l, "msg=starting") || strings.Contains(l, "msg=listening") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 type crashRun struct {
