@@ -313,7 +313,8 @@ func benchServer(b *testing.B) (s *server, bucket, dir string) {
 // during the upload) and join-s (the wall time versitygw takes to join the
 // parts after the last one arrived; it copies the whole object). cpu-ceiling
 // is decode-cpu-s / (cpu-s + server-cpu-s): the x-decode the upload could
-// reach if every process kept every core busy all the time.
+// reach if every process kept every core busy all the time (it holds only
+// while nothing else runs on the machine).
 //
 // Each round also uploads the same disk to a sink (see sink): sink-x-decode
 // is the upload's speed against the decoding around it when the server
