@@ -34,5 +34,9 @@ fi
 # on the state directory, one node and three nodes on one PostgreSQL) and
 # BenchmarkClusterGet (GET latency on the state directory and on PostgreSQL,
 # through the node that ran the job and another), and backend/pgstore's.
+# Includes targets/s3 BenchmarkDecompressUpload: a .raw.xz stored with
+# decompress to versitygw and to a loopback sink that takes no CPU, against
+# decoding the same file, with the CPU time of each party (decoder, uploader,
+# server) and the CPU ceiling they give on this machine.
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(go version)" | tee "$out/bench.txt"
 go test -p 1 -run "^$" -bench "${BENCH:-.}" -benchtime "${BENCHTIME:-1x}" -count 1 -timeout 60m ./... 2>&1 | tee -a "$out/bench.txt"

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,35 @@ import (
 // decompresses) its whole disk to nothing, and returns how long the reading
 // took and how many bytes it gave.
 func DecodeTime(tb testing.TB, path string) (time.Duration, int64) {
+	tb.Helper()
+	d, n, _ := Decode(tb, path)
+	return d, n
+}
+
+// Decode is DecodeTime that also returns the CPU time the decoding used:
+// this process's and that of the decompressor processes it waited for
+// (the xz binary). It assumes nothing else runs in the process meanwhile.
+func Decode(tb testing.TB, path string) (time.Duration, int64, time.Duration) {
+	tb.Helper()
+	cpu0 := CPU()
+	d, n := decode(tb, path)
+	return d, n, CPU() - cpu0
+}
+
+// CPU is the CPU time (user and system) this process and its waited-for
+// children have used so far.
+func CPU() time.Duration {
+	var t time.Duration
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if syscall.Getrusage(who, &ru) == nil {
+			t += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+	}
+	return t
+}
+
+func decode(tb testing.TB, path string) (time.Duration, int64) {
 	tb.Helper()
 	im, err := image.Open(path, filepath.Base(path))
 	if err != nil {

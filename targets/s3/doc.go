@@ -103,6 +103,9 @@
 // because each part's CRC32C comes from the same read as the SHA-256, S3
 // refuses a part whose bytes differ from those hashed (a plain file's part
 // is read a second time to be sent). No "Expect: 100-continue" is sent.
+// The log says how long the server took to join the parts after the last
+// one (a server that copies every byte, such as versitygw, takes seconds
+// per GiB).
 // Only a decompressed disk whose size the file does not tell (gzip, zstd
 // without frame sizes) is decompressed once before the upload, to learn
 // the size the parts are cut by.

@@ -329,6 +329,9 @@ func (u *uploader) multipart(ctx context.Context, o *object, ps int64) (sum [sha
 	}
 	progress.Done()
 
+	// S3 joins the parts into the object now: on some servers (versitygw
+	// copies every byte) this is a step of its own that people should see.
+	completing := time.Now()
 	_, err = u.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &o.bucket, Key: &o.key, UploadId: id,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
@@ -337,6 +340,7 @@ func (u *uploader) multipart(ctx context.Context, o *object, ps int64) (sum [sha
 	if err != nil {
 		return sum, s3Error(fmt.Sprintf("complete upload to s3://%s/%s", o.bucket, o.key), err)
 	}
+	u.log.Printf("the server joined the %d parts in %s", nparts, targets.Round(time.Since(completing)))
 	done()
 	if o.want == nil {
 		if err := u.tagDigest(ctx, o, sum); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -145,8 +146,8 @@ func readAll(b *testing.B, im *img) int64 {
 // BenchmarkOpenDisk reads each format's disk in 512 KiB blocks, as the ec2
 // target does, and reports MiB/s and the ratio to reading the raw file
 // measured in the same run (x-raw); for xz also the ratio to
-// single-threaded `xz -d` of the same file measured right after (x-xz1:
-// the goal for multi-block files is ≥ 1.7 on 2 cores). BENCH_IMAGE_MIB sets
+// single-threaded `xz -d` of the same file (x-xz1, the best of three of
+// each, interleaved: the goal for multi-block files is ≥ 1.7 on 2 cores). BENCH_IMAGE_MIB sets
 // the disk size (default 128).
 //
 //	go test -run XXX -bench OpenDisk ./uploader/image
@@ -211,12 +212,22 @@ func BenchmarkOpenDisk(b *testing.B) {
 			b.ReportMetric(rate/(1<<20), "MiB/s")
 			b.ReportMetric(rate/base, "x-raw")
 			if strings.HasSuffix(c.file, ".xz") && xzPath != "" {
-				start := time.Now()
-				cmd := exec.Command(xzPath, "-d", "-T1", "-c", filepath.Join(bench.dir, c.file)) // stdout: /dev/null
-				if err := cmd.Run(); err != nil {
-					b.Fatal(err)
+				// Best of three each, interleaved: the machine is shared.
+				ours, xz1 := float64(bench.size)/rate, math.Inf(1)
+				for round := range 3 {
+					if round > 0 {
+						start := time.Now()
+						readAll(b, im)
+						ours = min(ours, time.Since(start).Seconds())
+					}
+					start := time.Now()
+					cmd := exec.Command(xzPath, "-d", "-T1", "-c", filepath.Join(bench.dir, c.file)) // stdout: /dev/null
+					if err := cmd.Run(); err != nil {
+						b.Fatal(err)
+					}
+					xz1 = min(xz1, time.Since(start).Seconds())
 				}
-				b.ReportMetric(rate/(float64(bench.size)/time.Since(start).Seconds()), "x-xz1")
+				b.ReportMetric(xz1/ours, "x-xz1")
 			}
 		})
 	}
