@@ -379,6 +379,9 @@ func TestKillStubborn(t *testing.T) {
 	receive(t, m, j.ID, "x")
 	uploader := readMarker(t, filepath.Join(shared, "started-1"))
 	grandchild := readMarker(t, filepath.Join(shared, "grandchild-1"))
+	// The shim's pid is recorded once it runs, maybe after its uploader
+	// started.
+	waitFor(t, "the shim's pid", func() bool { g, _ := m.Get(j.ID); return g.Pid != 0 })
 	g, _ := m.Get(j.ID)
 	shim := g.Pid
 
