@@ -211,18 +211,18 @@ func (m *Manager) takeOver() {
 // (an uploading one only when uploads are idempotent, Config.Rerun); a job
 // still waiting for its PUT waits here; others fail naming the lost node.
 func (m *Manager) adoptTaken(t TakenJob) {
-	m.adopt2(t, fmt.Sprintf("node %s was lost: fetching the image again", t.From))
+	m.adoptFrom(t, fmt.Sprintf("node %s was lost: fetching the image again", t.From))
 }
 
 // adoptMoved makes a waiting job of a busy node this node's: it fetches
 // the image again and runs here.
 func (m *Manager) adoptMoved(t TakenJob) {
-	m.adopt2(t, fmt.Sprintf("moved from node %s, whose upload slots were busy: fetching the image again", t.From))
+	m.adoptFrom(t, fmt.Sprintf("moved from node %s, whose upload slots were busy: fetching the image again", t.From))
 }
 
-// adopt2 makes a job taken from another node this node's; again is the
+// adoptFrom makes a job taken from another node this node's; again is the
 // details of a job that runs again here.
-func (m *Manager) adopt2(t TakenJob, again string) {
+func (m *Manager) adoptFrom(t TakenJob, again string) {
 	j := t.Job
 	log := m.jobLogger(j).With("from_node", t.From)
 	e := &entry{job: j, done: make(chan struct{})}
