@@ -3,9 +3,7 @@ package azure
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -67,6 +66,16 @@ func benchChild(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if f := os.Getenv("CLOUDUPLOAD_AZURE_BENCH_PROFILE_FILE"); f != "" {
+		pf, err := os.Create(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer pf.Close()
+		pprof.StartCPUProfile(pf)
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	res := childResult{Disk: size}
 	switch mode {
@@ -106,7 +115,7 @@ func benchRun(img targets.Image) (*run, error) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	tg := New().(*Target)
-	client := (&azuretest.CA{Pool: pool}).Client()
+	tg.transport = (&azuretest.CA{Pool: pool}).Client()
 	e, err := endpointsFrom(os.Getenv)
 	if err != nil {
 		return nil, err
@@ -116,7 +125,7 @@ func benchRun(img targets.Image) (*run, error) {
 		return nil, err
 	}
 	cc, err := container.NewClientWithSharedKeyCredential(os.Getenv("CLOUDUPLOAD_AZURE_BENCH_URL"), cred,
-		&container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: client, Retry: tg.clientOptions(e).Retry}})
+		&container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: tg.blobTransport(e.workers), Retry: tg.clientOptions(e).Retry}})
 	if err != nil {
 		return nil, err
 	}
@@ -175,11 +184,15 @@ func BenchmarkSparseUpload(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		for _, f := range []struct{ name, path string }{{"raw", raw}, {"xz", xzFile}} {
-			read, _, _ := runChild(b, "read", f.path, ca.File, "")
+			read, _, _ := runChild(b, "read", f.path, ca.File, "", "")
 			mibs := func(r childResult) float64 { return float64(r.Disk) / (1 << 20) / r.Seconds }
 			b.ReportMetric(mibs(read), f.name+"-read-MiB/s")
 			for _, srv := range []struct{ name, url string }{{"azurite", az.ContainerURL("images")}, {"sink", sink}} {
-				up, peak, cpu := runChild(b, "upload", f.path, ca.File, srv.url)
+				azCPU := az.CPUSeconds()
+				up, peak, cpu := runChild(b, "upload", f.path, ca.File, srv.url, srv.name+"-"+f.name)
+				if srv.name == "azurite" {
+					b.ReportMetric(az.CPUSeconds()-azCPU, "azurite-"+f.name+"-server-cpu-s")
+				}
 				m := srv.name + "-" + f.name + "-"
 				b.ReportMetric(mibs(up), m+"MiB/s")
 				b.ReportMetric(mibs(up)/mibs(read), m+"x-read")
@@ -207,11 +220,16 @@ func benchSize(b *testing.B, env string, def int) int {
 }
 
 // runChild runs one child of the benchmark and returns its figures and
-// peak RSS in MiB and CPU seconds.
-func runChild(b *testing.B, mode, path, caFile, containerURL string) (childResult, float64, float64) {
+// peak RSS in MiB and CPU seconds. With CLOUDUPLOAD_AZURE_BENCH_PROFILE
+// set to a directory, an upload child writes its CPU profile there as
+// <name>.pprof.
+func runChild(b *testing.B, mode, path, caFile, containerURL, name string) (childResult, float64, float64) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode, "CLOUDUPLOAD_AZURE_BENCH_IMAGE="+path,
 		"SSL_CERT_FILE="+caFile, "CLOUDUPLOAD_AZURE_BENCH_URL="+containerURL)
+	if dir := os.Getenv("CLOUDUPLOAD_AZURE_BENCH_PROFILE"); dir != "" && name != "" {
+		cmd.Env = append(cmd.Env, "CLOUDUPLOAD_AZURE_BENCH_PROFILE_FILE="+filepath.Join(dir, name+".pprof"))
+	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -277,7 +295,7 @@ func writeSparseImage(b *testing.B, path string, size, data int64) int64 {
 }
 
 // startSink serves the page blob calls the upload makes (Get Properties:
-// not found; Create; Put Page, checking Content-MD5; Set Metadata) and
+// not found; Create; Put Page, checking its CRC64; Set Metadata) and
 // drops the data.
 func startSink(b *testing.B, ca *azuretest.CA) string {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -288,10 +306,9 @@ func startSink(b *testing.B, ca *azuretest.CA) string {
 			w.Header().Set("x-ms-error-code", "BlobNotFound")
 			w.WriteHeader(http.StatusNotFound)
 		case r.Method == http.MethodPut && q == "page":
-			h := md5.New()
-			io.Copy(h, r.Body)
-			if base64.StdEncoding.EncodeToString(h.Sum(nil)) != r.Header.Get("Content-MD5") {
-				w.Header().Set("x-ms-error-code", "Md5Mismatch")
+			body, err := io.ReadAll(io.LimitReader(r.Body, chunkSize+1))
+			if err != nil || !crcMatches(r, body) {
+				w.Header().Set("x-ms-error-code", "Crc64Mismatch")
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
