@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc64"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+	"github.com/minio/crc64nvme"
 
 	"github.com/cloudupload/cloudupload/targets"
 )
@@ -30,10 +30,6 @@ const (
 )
 
 var zeroGrain = make([]byte, grainSize)
-
-// crc64Table is Azure Storage's CRC64 (the polynomial of the
-// x-ms-content-crc64 header, as the SDK's own table).
-var crc64Table = crc64.MakeTable(0x9A6C9329AC4BC9B5)
 
 // pageAPI is what the page writer needs of a page blob
 // (*pageblob.Client).
@@ -196,13 +192,15 @@ func dataRuns(b []byte) [][2]int {
 // put writes p at off with its CRC64 (x-ms-content-crc64): the service
 // refuses a request whose body does not match it. TLS already protects the
 // bytes on the wire; the checksum also covers what TLS does not, such as a
-// proxy that terminates TLS and the service's own front end, and costs
-// 2.3× less CPU than a Content-MD5 (1.5 GB/s against 0.67 on one core of
-// the benchmark machine, where the MD5 was half of the uploader's CPU time).
+// proxy that terminates TLS and the service's own front end. Azure
+// Storage's CRC64 is CRC-64/NVME, which crc64nvme computes with carry-less
+// multiplication at 12 GB/s on one core of the benchmark machine, against
+// 1.6 GB/s for Go's hash/crc64 (the SDK's) and 0.69 GB/s for a
+// Content-MD5, which had been half of the uploader's CPU time.
 // The SDK retries throttling (429, 503 ServerBusy, honouring Retry-After),
 // timeouts and server errors.
 func (w *pageWriter) put(ctx context.Context, off int64, p []byte) error {
-	sum := crc64.Update(0, crc64Table, p)
+	sum := crc64nvme.Checksum(p)
 	_, err := w.api.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(p)),
 		blob.HTTPRange{Offset: off, Count: int64(len(p))},
 		&pageblob.UploadPagesOptions{TransactionalValidation: blob.TransferValidationTypeCRC64(sum)})
