@@ -71,9 +71,26 @@ func (w *pageWriter) writeDisk(ctx context.Context, r io.Reader, size int64) (pa
 	defer cancel(nil)
 
 	workers := max(w.workers, 1)
+	// Buffers are made when none is free, up to workers+2: a disk read
+	// slower than it is sent (a decompressor) needs only a few.
 	free := make(chan []byte, workers+2)
-	for range workers + 2 {
-		free <- nil // allocated on first use, so small disks stay small
+	made := 0
+	getBuf := func() []byte {
+		select {
+		case buf := <-free:
+			return buf
+		default:
+		}
+		if made < cap(free) {
+			made++
+			return make([]byte, chunkSize)
+		}
+		select {
+		case buf := <-free:
+			return buf
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	work := make(chan chunk)
 	var sent, requests, skipped atomic.Int64
@@ -118,14 +135,9 @@ func (w *pageWriter) writeDisk(ctx context.Context, r io.Reader, size int64) (pa
 					continue
 				}
 			}
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-ctx.Done():
-				return nil
-			}
+			buf := getBuf()
 			if buf == nil {
-				buf = make([]byte, chunkSize)
+				return nil
 			}
 			n := int(min(size-off, chunkSize))
 			if _, err := io.ReadFull(r, buf[:n]); err != nil {
