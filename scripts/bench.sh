@@ -25,6 +25,14 @@ if ! command -v rclone >/dev/null || ! command -v aws >/dev/null; then
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 	fi
 fi
+# The azure and cli benchmarks compare with curl's PUT; install it when missing.
+if ! command -v curl >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+	apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+fi
+# Includes targets/azure BenchmarkSparseUpload: a sparse raw image and its .raw.xz
+# into a page blob on Azurite and on an in-process sink, against reading the
+# image (page cache and cold), curl's PUT of the same data, and decoding it.
 # Includes targets/mirror BenchmarkUnpack: an "unpack" publication of a 256 MiB
 # build archive against tar -x + sha256sum + sync of the same archive.
 # Includes cli BenchmarkPush (bin/cloudupload push of 256 MiB against curl's

@@ -3,6 +3,7 @@ package azure
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -161,6 +162,37 @@ func (t *Target) clientOptions(e endpoints) azcore.ClientOptions {
 		o.Transport = t.transport
 	}
 	return o
+}
+
+// blobTransport is the HTTP client of the blob service: HTTP/1.1 (the
+// protocol of Azure Storage), with an idle connection kept for each of the
+// workers. The SDK's default client keeps at most 10 idle connections per
+// host: with more workers, every request over the tenth closed its
+// connection when it finished and the next opened a new one with a new TLS
+// handshake. It is a clone of the test's transport when one is set.
+func (t *Target) blobTransport(workers int) policy.Transporter {
+	var tr *http.Transport
+	switch c := t.transport.(type) {
+	case nil:
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	case *http.Client:
+		base, ok := c.Transport.(*http.Transport)
+		if !ok {
+			return t.transport
+		}
+		tr = base.Clone()
+	default:
+		return t.transport
+	}
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // no HTTP/2
+	if tr.TLSClientConfig != nil {
+		tr.TLSClientConfig.NextProtos = nil
+	}
+	tr.MaxIdleConnsPerHost = workers + 1 // the footer and metadata calls too
+	tr.MaxIdleConns = max(tr.MaxIdleConns, tr.MaxIdleConnsPerHost)
+	return &http.Client{Transport: tr}
 }
 
 func (t *Target) armOptions(e endpoints) *arm.ClientOptions {

@@ -3,7 +3,6 @@ package azure
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -14,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 
 	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/internal/testutil"
@@ -375,23 +377,22 @@ func TestKeepBlobFalse(t *testing.T) {
 
 // TestThrottledPagesRetried: Azure answers some Put Page requests with 503
 // ServerBusy (its throttling); they are retried and the blob is complete.
-// Every Put Page carries the Content-MD5 of its body.
+// Every Put Page carries the CRC64 of its body.
 func TestThrottledPagesRetried(t *testing.T) {
 	e := newEnv(t)
 	var mu sync.Mutex
 	var pages, refused int
-	badMD5 := 0
+	badCRC := 0
 	e.vars["CLOUDUPLOAD_AZURE_BLOB_ENDPOINT"] = proxy(t, e, func(w http.ResponseWriter, r *http.Request) bool {
 		if !isPutPage(r) {
 			return false
 		}
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		sum := md5.Sum(body)
 		mu.Lock()
 		defer mu.Unlock()
-		if r.Header.Get("Content-MD5") != base64.StdEncoding.EncodeToString(sum[:]) {
-			badMD5++
+		if !crcMatches(r, body) {
+			badCRC++
 		}
 		pages++
 		if pages%3 == 1 {
@@ -411,7 +412,25 @@ func TestThrottledPagesRetried(t *testing.T) {
 	e.checkVHD(t, name+".vhd", disk)
 	mu.Lock()
 	defer mu.Unlock()
-	if refused == 0 || badMD5 != 0 {
-		t.Errorf("%d Put Page requests, %d refused, %d without the right Content-MD5", pages, refused, badMD5)
+	if refused == 0 || badCRC != 0 {
+		t.Errorf("%d Put Page requests, %d refused, %d without the right x-ms-content-crc64", pages, refused, badCRC)
 	}
 }
+
+// crcMatches reports whether a Put Page request carries the CRC64 of its
+// body in x-ms-content-crc64, as the SDK computes it (so the target's own
+// table is checked against the SDK's), and no Content-MD5.
+func crcMatches(r *http.Request, body []byte) bool {
+	var sdk crcCapture
+	if _, err := blob.TransferValidationTypeComputeCRC64().Apply(streaming.NopCloser(bytes.NewReader(body)), &sdk); err != nil || sdk.crc == nil {
+		return false
+	}
+	return r.Header.Get("x-ms-content-crc64") == base64.StdEncoding.EncodeToString(sdk.crc) && r.Header.Get("Content-MD5") == ""
+}
+
+// crcCapture receives the checksum the SDK computes.
+type crcCapture struct{ crc []byte }
+
+func (c *crcCapture) SetCRC64(b []byte)               { c.crc = b }
+func (c *crcCapture) SetMD5([]byte)                   {}
+func (c *crcCapture) SetStructuredBody(string, int64) {}

@@ -3,9 +3,7 @@ package azure
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,13 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/targets/azuretest"
@@ -29,8 +30,8 @@ import (
 
 // The benchmark's child process: the test binary re-run with childEnv set
 // to "upload" or "read" does one upload of (or one read through) the image
-// at CLOUDUPLOAD_AZURE_BENCH_IMAGE, prints its figures as JSON and exits,
-// so the parent measures its peak memory (rusage) alone.
+// at CLOUDUPLOAD_AZURE_BENCH_IMAGE, prints its figures (its peak memory
+// among them) as JSON and exits.
 const childEnv = "CLOUDUPLOAD_AZURE_BENCH_CHILD"
 
 // Sizes of the benchmark's image, configurable for a smaller run:
@@ -52,6 +53,11 @@ type childResult struct {
 	Disk    int64   `json:"disk"`
 	Sent    int64   `json:"sent"`
 	Skipped int64   `json:"skipped"`
+	// Peak resident memory in MiB of the child itself (its VmHWM: the
+	// rusage of an exec'd child starts from its parent's, which is the
+	// benchmark's) and of the decompressor it ran, if any.
+	PeakMiB        float64 `json:"peak_mib"`
+	DecoderPeakMiB float64 `json:"decoder_peak_mib"`
 }
 
 func benchChild(mode string) int {
@@ -67,13 +73,37 @@ func benchChild(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if os.Getenv("CLOUDUPLOAD_AZURE_BENCH_COLD") != "" {
+		if err := dropCache(path); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if f := os.Getenv("CLOUDUPLOAD_AZURE_BENCH_PROFILE_FILE"); f != "" {
+		pf, err := os.Create(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer pf.Close()
+		pprof.StartCPUProfile(pf)
+		defer pprof.StopCPUProfile()
+		defer func() { // and what was allocated, in <name>.allocs
+			if af, err := os.Create(strings.TrimSuffix(f, ".pprof") + ".allocs"); err == nil {
+				pprof.Lookup("allocs").WriteTo(af, 0)
+				af.Close()
+			}
+		}()
+	}
 	start := time.Now()
 	res := childResult{Disk: size}
 	switch mode {
 	case "read": // the baseline: the disk's bytes read (decompressed) and dropped
 		rc, err := img.OpenDisk(ctx)
 		if err == nil {
-			_, err = io.Copy(io.Discard, rc)
+			// In the upload's 4 MiB reads: io.Copy to io.Discard would
+			// read 8 KiB at a time, a slower baseline than it should be.
+			_, err = io.CopyBuffer(struct{ io.Writer }{io.Discard}, struct{ io.Reader }{rc}, make([]byte, chunkSize))
 			rc.Close()
 		}
 		if err != nil {
@@ -92,6 +122,11 @@ func benchChild(mode string) int {
 		res.Sent, res.Skipped = r.sent.Sent+image.VHDFooterSize, r.sent.Skipped
 	}
 	res.Seconds = time.Since(start).Seconds()
+	res.PeakMiB = vmHWM()
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru) == nil {
+		res.DecoderPeakMiB = float64(ru.Maxrss) / 1024 // KiB on Linux
+	}
 	json.NewEncoder(os.Stdout).Encode(res)
 	return 0
 }
@@ -106,7 +141,7 @@ func benchRun(img targets.Image) (*run, error) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	tg := New().(*Target)
-	client := (&azuretest.CA{Pool: pool}).Client()
+	tg.transport = (&azuretest.CA{Pool: pool}).Client()
 	e, err := endpointsFrom(os.Getenv)
 	if err != nil {
 		return nil, err
@@ -116,7 +151,7 @@ func benchRun(img targets.Image) (*run, error) {
 		return nil, err
 	}
 	cc, err := container.NewClientWithSharedKeyCredential(os.Getenv("CLOUDUPLOAD_AZURE_BENCH_URL"), cred,
-		&container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: client, Retry: tg.clientOptions(e).Retry}})
+		&container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: tg.blobTransport(e.workers), Retry: tg.clientOptions(e).Retry}})
 	if err != nil {
 		return nil, err
 	}
@@ -134,10 +169,20 @@ func benchRun(img targets.Image) (*run, error) {
 // and reads the same image to /dev/null in the same run as the baseline.
 // Two servers, over HTTPS on loopback: Azurite (Node; it bounds the
 // figures), and "sink", an in-process page blob endpoint that checks each
-// request's Content-MD5 and drops the data, which shows what the target
-// itself can do. It reports per format: MiB/s of disk read, and per server
-// MiB/s of disk uploaded, the ratio to the read (x-read), MiB actually
-// sent, the upload's peak RSS and its CPU time (decompressor included).
+// request's CRC64 and drops the data, which shows what the target itself
+// can do. It reports per format: MiB/s of disk read, and per server MiB/s
+// of disk uploaded, the ratio to the read (x-read), MiB actually sent, the
+// upload's peak RSS (and its decompressor's) and its CPU time
+// (decompressor included), and Azurite's CPU time.
+//
+// Reading a sparse file from the page cache copies zeros for its holes at
+// memory speed, which no upload of its data can match. Two more baselines
+// for the raw image, in the same run: "cold", the read and the uploads
+// with the image's pages dropped from the page cache first (as a service
+// reading a fresh build's image from disk); and "put", curl PUTting the
+// same data bytes (a file of the image's data alone) to the same server as
+// one block blob over HTTPS, as `aws s3 cp` is the baseline of the s3
+// target: x-put is the upload's MiB/s of data sent over curl's.
 func BenchmarkSparseUpload(b *testing.B) {
 	diskMiB, dataMiB := benchSize(b, "CLOUDUPLOAD_AZURE_BENCH_DISK", defaultBenchDisk), benchSize(b, "CLOUDUPLOAD_AZURE_BENCH_DATA", defaultBenchData)
 	if dataMiB > diskMiB {
@@ -165,7 +210,8 @@ func BenchmarkSparseUpload(b *testing.B) {
 	}
 	dir := b.TempDir()
 	raw := filepath.Join(dir, "appliance.x86_64-1.0-Build1.1.raw")
-	dataBytes := writeSparseImage(b, raw, int64(diskMiB)<<20, int64(dataMiB)<<20)
+	dataFile := filepath.Join(dir, "data.bin")
+	dataBytes := writeSparseImage(b, raw, dataFile, int64(diskMiB)<<20, int64(dataMiB)<<20)
 	xzFile := raw + ".xz"
 	cmd := exec.Command("sh", "-c", "xz -0 -T2 --block-size=16MiB -c "+raw+" > "+xzFile)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -173,19 +219,35 @@ func BenchmarkSparseUpload(b *testing.B) {
 	}
 	sink := startSink(b, ca)
 	b.ResetTimer()
+	servers := []struct{ name, url string }{{"azurite", az.ContainerURL("images")}, {"sink", sink}}
+	mibs := func(r childResult) float64 { return float64(r.Disk) / (1 << 20) / r.Seconds }
 	for range b.N {
-		for _, f := range []struct{ name, path string }{{"raw", raw}, {"xz", xzFile}} {
-			read, _, _ := runChild(b, "read", f.path, ca.File, "")
-			mibs := func(r childResult) float64 { return float64(r.Disk) / (1 << 20) / r.Seconds }
+		for _, f := range []struct{ name, path, cold string }{{"raw", raw, ""}, {"raw-cold", raw, "1"}, {"xz", xzFile, ""}} {
+			b.Setenv("CLOUDUPLOAD_AZURE_BENCH_COLD", f.cold)
+			read, _ := runChild(b, "read", f.path, ca.File, "", "")
 			b.ReportMetric(mibs(read), f.name+"-read-MiB/s")
-			for _, srv := range []struct{ name, url string }{{"azurite", az.ContainerURL("images")}, {"sink", sink}} {
-				up, peak, cpu := runChild(b, "upload", f.path, ca.File, srv.url)
+			for _, srv := range servers {
+				azCPU := az.CPUSeconds()
+				up, cpu := runChild(b, "upload", f.path, ca.File, srv.url, srv.name+"-"+f.name)
 				m := srv.name + "-" + f.name + "-"
+				if srv.name == "azurite" {
+					b.ReportMetric(az.CPUSeconds()-azCPU, m+"server-cpu-s")
+				}
 				b.ReportMetric(mibs(up), m+"MiB/s")
 				b.ReportMetric(mibs(up)/mibs(read), m+"x-read")
 				b.ReportMetric(float64(up.Sent)/(1<<20), m+"sent-MiB")
-				b.ReportMetric(peak, m+"peak-MiB")
+				b.ReportMetric(up.PeakMiB, m+"peak-MiB")
+				if up.DecoderPeakMiB > 0 {
+					b.ReportMetric(up.DecoderPeakMiB, m+"decoder-peak-MiB")
+				}
 				b.ReportMetric(cpu, m+"cpu-s")
+				if f.name == "raw" {
+					put := curlPut(b, ca.File, srv.url, dataFile, dataBytes)
+					dataMiBs := float64(up.Sent) / (1 << 20) / up.Seconds
+					b.ReportMetric(put, srv.name+"-put-MiB/s")
+					b.ReportMetric(dataMiBs, m+"data-MiB/s")
+					b.ReportMetric(dataMiBs/put, m+"x-put")
+				}
 			}
 		}
 	}
@@ -206,12 +268,29 @@ func benchSize(b *testing.B, env string, def int) int {
 	return n
 }
 
+// vmHWM is this process's peak resident memory in MiB, 0 if unknown.
+func vmHWM() float64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kib / 1024
+		}
+	}
+	return 0
+}
+
 // runChild runs one child of the benchmark and returns its figures and
-// peak RSS in MiB and CPU seconds.
-func runChild(b *testing.B, mode, path, caFile, containerURL string) (childResult, float64, float64) {
+// CPU seconds (its decompressor's included). With CLOUDUPLOAD_AZURE_BENCH_PROFILE
+// set to a directory, an upload child writes its CPU profile there as
+// <name>.pprof.
+func runChild(b *testing.B, mode, path, caFile, containerURL, name string) (childResult, float64) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode, "CLOUDUPLOAD_AZURE_BENCH_IMAGE="+path,
 		"SSL_CERT_FILE="+caFile, "CLOUDUPLOAD_AZURE_BENCH_URL="+containerURL)
+	if dir := os.Getenv("CLOUDUPLOAD_AZURE_BENCH_PROFILE"); dir != "" && name != "" {
+		cmd.Env = append(cmd.Env, "CLOUDUPLOAD_AZURE_BENCH_PROFILE_FILE="+filepath.Join(dir, name+".pprof"))
+	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -221,24 +300,36 @@ func runChild(b *testing.B, mode, path, caFile, containerURL string) (childResul
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		b.Fatalf("%s %s: %q: %v", mode, path, out.String(), err)
 	}
-	peak := 0.0
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		peak = float64(ru.Maxrss) / 1024 // KiB on Linux
-	}
 	cpu := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
-	return res, peak, cpu
+	return res, cpu
 }
 
 // writeSparseImage writes a sparse raw disk of size bytes holding data
-// bytes in 64 MiB extents spread evenly over it, with a GPT signature.
-// The data compresses about 2:1 (half of every 4 KiB is random), like a
-// file system's. It returns the bytes of data written.
-func writeSparseImage(b *testing.B, path string, size, data int64) int64 {
+// bytes in 64 MiB extents spread evenly over it, with a GPT signature,
+// and the same data bytes one after the other into dataPath. The data
+// compresses about 2:1 (half of every 4 KiB is random), like a file
+// system's. Both files are synced (their pages clean, so that a cold run
+// can drop them from the page cache). It returns the bytes of data
+// written.
+func writeSparseImage(b *testing.B, path, dataPath string, size, data int64) int64 {
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
+	df, err := os.Create(dataPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer df.Close()
+	defer func() {
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		if err := df.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}()
 	if err := f.Truncate(size); err != nil {
 		b.Fatal(err)
 	}
@@ -271,13 +362,16 @@ func writeSparseImage(b *testing.B, path string, size, data int64) int64 {
 		if _, err := f.WriteAt(buf[:ln], i*stride); err != nil {
 			b.Fatal(err)
 		}
+		if _, err := df.Write(buf[:ln]); err != nil {
+			b.Fatal(err)
+		}
 		written += ln
 	}
 	return written
 }
 
 // startSink serves the page blob calls the upload makes (Get Properties:
-// not found; Create; Put Page, checking Content-MD5; Set Metadata) and
+// not found; Create; Put Page, checking its CRC64; Set Metadata) and
 // drops the data.
 func startSink(b *testing.B, ca *azuretest.CA) string {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -288,21 +382,50 @@ func startSink(b *testing.B, ca *azuretest.CA) string {
 			w.Header().Set("x-ms-error-code", "BlobNotFound")
 			w.WriteHeader(http.StatusNotFound)
 		case r.Method == http.MethodPut && q == "page":
-			h := md5.New()
-			io.Copy(h, r.Body)
-			if base64.StdEncoding.EncodeToString(h.Sum(nil)) != r.Header.Get("Content-MD5") {
-				w.Header().Set("x-ms-error-code", "Md5Mismatch")
+			body, err := io.ReadAll(io.LimitReader(r.Body, chunkSize+1))
+			if err != nil || !crcMatches(r, body) {
+				w.Header().Set("x-ms-error-code", "Crc64Mismatch")
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
 			w.WriteHeader(http.StatusCreated)
 		case r.Method == http.MethodPut && q == "metadata":
 			w.WriteHeader(http.StatusOK)
-		case r.Method == http.MethodPut:
+		case r.Method == http.MethodPut: // Create, and curl's Put Blob
+			io.Copy(io.Discard, r.Body)
 			w.WriteHeader(http.StatusCreated)
 		default:
 			w.WriteHeader(http.StatusBadRequest)
 		}
 	})
 	return ca.Serve(b, h) + "/" + azuretest.Account + "/images"
+}
+
+// curlPut PUTs the file at path (n bytes) to the container at
+// containerURL as one block blob with curl, over HTTPS, with a SAS, and
+// returns its MiB/s: the baseline of "the same bytes through a plain
+// upload to the same server".
+func curlPut(b *testing.B, caFile, containerURL, path string, n int64) float64 {
+	cred, err := container.NewSharedKeyCredential(azuretest.Account, azuretest.Key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	blobName := "put-" + strconv.Itoa(rand.Int())
+	q, err := sas.BlobSignatureValues{
+		Protocol:      sas.ProtocolHTTPS,
+		ExpiryTime:    time.Now().Add(time.Hour),
+		Permissions:   (&sas.BlobPermissions{Create: true, Write: true}).String(),
+		ContainerName: "images",
+		BlobName:      blobName,
+	}.SignWithSharedKey(cred)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command("curl", "-sS", "--fail", "--cacert", caFile, "-T", path, "-H", "Expect:",
+		"-H", "x-ms-blob-type: BlockBlob", "-o", "/dev/null", containerURL+"/"+blobName+"?"+q.Encode())
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("curl PUT: %v\n%s", err, out)
+	}
+	return float64(n) / (1 << 20) / time.Since(start).Seconds()
 }

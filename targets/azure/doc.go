@@ -59,9 +59,14 @@
 //     .raw.xz, .vhdfixed.xz, .qcow2, …), streamed, never copied. A 64 KiB
 //     grain that is all zeros is never sent (a page blob starts zeroed), so
 //     a sparse disk costs its data; writes of up to 4 MiB go in parallel
-//     (CLOUDUPLOAD_AZURE_WORKERS, default 16), each with its Content-MD5;
-//     the SDK retries throttling (429, 503 with Retry-After), timeouts and
-//     5xx. Memory is bounded by (workers+2) × 4 MiB whatever the image.
+//     (CLOUDUPLOAD_AZURE_WORKERS, default 16), each with its CRC64
+//     (x-ms-content-crc64, CRC-64/NVME, which the service checks; TLS
+//     protects the wire, the CRC also what TLS does not, such as a
+//     TLS-terminating proxy, at a twentieth of the CPU of a Content-MD5),
+//     over HTTP/1.1 keep-alive connections, one per worker; the SDK
+//     retries throttling (429, 503 with Retry-After), timeouts and 5xx.
+//     Memory is bounded by (workers+2) × 4 MiB whatever the image, and a
+//     disk read slower than it is sent (decompressed) holds fewer buffers.
 //     A raw image that is a sparse file is read only where it holds data
 //     (SEEK_DATA, uploader/image.OpenSparse).
 //  3. The blob is written with the principal's token when it has a data

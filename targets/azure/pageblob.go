@@ -3,7 +3,6 @@ package azure
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+	"github.com/minio/crc64nvme"
 
 	"github.com/cloudupload/cloudupload/targets"
 )
@@ -60,7 +60,7 @@ type chunk struct {
 
 // writeDisk reads size bytes of disk from r and writes every grain that is
 // not all zeros at the same offset of the blob, in parallel, each request
-// with its Content-MD5. Memory is bounded by (workers+2) chunks whatever
+// with its CRC64 (see put). Memory is bounded by (workers+2) chunks whatever
 // the disk size. The first failure cancels the rest; ctx's cancellation
 // returns an error wrapping ctx.Err() promptly.
 func (w *pageWriter) writeDisk(ctx context.Context, r io.Reader, size int64) (pageStats, error) {
@@ -71,9 +71,26 @@ func (w *pageWriter) writeDisk(ctx context.Context, r io.Reader, size int64) (pa
 	defer cancel(nil)
 
 	workers := max(w.workers, 1)
+	// Buffers are made when none is free, up to workers+2: a disk read
+	// slower than it is sent (a decompressor) needs only a few.
 	free := make(chan []byte, workers+2)
-	for range workers + 2 {
-		free <- nil // allocated on first use, so small disks stay small
+	made := 0
+	getBuf := func() []byte {
+		select {
+		case buf := <-free:
+			return buf
+		default:
+		}
+		if made < cap(free) {
+			made++
+			return make([]byte, chunkSize)
+		}
+		select {
+		case buf := <-free:
+			return buf
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	work := make(chan chunk)
 	var sent, requests, skipped atomic.Int64
@@ -118,14 +135,9 @@ func (w *pageWriter) writeDisk(ctx context.Context, r io.Reader, size int64) (pa
 					continue
 				}
 			}
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-ctx.Done():
-				return nil
-			}
+			buf := getBuf()
 			if buf == nil {
-				buf = make([]byte, chunkSize)
+				return nil
 			}
 			n := int(min(size-off, chunkSize))
 			if _, err := io.ReadFull(r, buf[:n]); err != nil {
@@ -189,13 +201,21 @@ func dataRuns(b []byte) [][2]int {
 	return runs
 }
 
-// put writes p at off with its Content-MD5. The SDK retries throttling
-// (429, 503 ServerBusy, honouring Retry-After), timeouts and server errors.
+// put writes p at off with its CRC64 (x-ms-content-crc64): the service
+// refuses a request whose body does not match it. TLS already protects the
+// bytes on the wire; the checksum also covers what TLS does not, such as a
+// proxy that terminates TLS and the service's own front end. Azure
+// Storage's CRC64 is CRC-64/NVME, which crc64nvme computes with carry-less
+// multiplication at 12 GB/s on one core of the benchmark machine, against
+// 1.6 GB/s for Go's hash/crc64 (the SDK's) and 0.69 GB/s for a
+// Content-MD5, which had been half of the uploader's CPU time.
+// The SDK retries throttling (429, 503 ServerBusy, honouring Retry-After),
+// timeouts and server errors.
 func (w *pageWriter) put(ctx context.Context, off int64, p []byte) error {
-	sum := md5.Sum(p)
+	sum := crc64nvme.Checksum(p)
 	_, err := w.api.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(p)),
 		blob.HTTPRange{Offset: off, Count: int64(len(p))},
-		&pageblob.UploadPagesOptions{TransactionalValidation: blob.TransferValidationTypeMD5(sum[:])})
+		&pageblob.UploadPagesOptions{TransactionalValidation: blob.TransferValidationTypeCRC64(sum)})
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("put pages at %d: %w", off, context.Cause(ctx))

@@ -195,6 +195,7 @@ func (r *run) blobClient(ctx context.Context, cred azcore.TokenCredential, accou
 	d := r.d
 	cu := strings.ReplaceAll(r.e.blob, "{account}", d.StorageAccount) + "/" + d.Container
 	copts := &container.ClientOptions{ClientOptions: r.t.clientOptions(r.e), Audience: storageAudience}
+	copts.Transport = r.t.blobTransport(r.e.workers)
 	cc, err := container.NewClient(cu, cred, copts)
 	if err != nil {
 		return nil, err

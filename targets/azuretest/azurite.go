@@ -2,10 +2,13 @@ package azuretest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -119,4 +122,22 @@ func (a *Azurite) stop() {
 		syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
+}
+
+// CPUSeconds is the CPU time Azurite's process has used so far (user and
+// system), for benchmarks that report the server's share of the machine.
+func (a *Azurite) CPUSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which may hold spaces: state is
+	// field 3, utime 14, stime 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // clock ticks; USER_HZ is 100 on Linux
 }
