@@ -254,6 +254,41 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	}
+
+	// The lost node comes back with its state directory: nothing of its
+	// old jobs runs any more (its shims stopped when its lease ran out),
+	// their local files are archived, and it serves the same answers.
+	if pids := processesMentioning(filepath.Join(cl.dir, "n2")); len(pids) > 0 {
+		t.Errorf("processes of the lost node still run after its jobs were taken over: %v", pids)
+	}
+	back := cl.startNode("n2")
+	cl.nodes[1] = back
+	if ents, _ := os.ReadDir(filepath.Join(back.state, "jobs")); len(ents) != 0 {
+		t.Errorf("the returning node kept %d job directories of jobs it no longer holds", len(ents))
+	}
+	again := cl.list(back)
+	for _, name := range names {
+		if a, b := again[name], final[name]; a != b {
+			t.Errorf("job %s through the returning node: %s %q, want %s %q", name, a.state, a.details, b.state, b.details)
+		}
+	}
+	if name := cl.submit(back, 2000); name != "" {
+		if s, _ := cl.waitFinal(back, name); s != "succeeded" {
+			t.Errorf("a new job through the returning node: %s", s)
+		}
+	}
+}
+
+// waitFinal polls job name through node n until it is final.
+func (cl *cluster) waitFinal(n *clusterNode, name string) (string, string) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		_, doc := cl.do(n, "GET", "/cloudupload/"+name, nil)
+		if s := xmlField(doc, "state"); s == "succeeded" || s == "failed" {
+			return s, xmlField(doc, "details")
+		}
+	}
+	cl.t.Errorf("job %s not final after a minute", name)
+	return "", ""
 }
 
 type cluster struct {
