@@ -98,9 +98,9 @@ func TestServe(t *testing.T) {
 		t.Fatalf("with token: %d %q", code, body)
 	}
 	os.WriteFile(users, []byte("ann sha256="+credfile.HashToken("tok-2")+" groups=team\n"), 0o600)
+	os.Rename(access, access+".1") // as logrotate does, before its SIGHUP
 	hup <- syscall.SIGHUP
 	deadline := time.Now().Add(10 * time.Second)
-	os.Rename(access, access+".1") // as logrotate does, before its SIGHUP
 	for !strings.Contains(logs.String(), "reopened the log files") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no reload:\n%s", logs.String())
