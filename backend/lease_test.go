@@ -22,7 +22,7 @@ func TestShimStopsWhenLeaseRunsOut(t *testing.T) {
 	script := `env | grep -c CLOUDUPLOAD_SHIM_ ; trap 'echo stopping; exit 143' TERM; while true; do sleep 0.05; done`
 	var out bytes.Buffer
 	cmd := exec.Command(os.Args[0], shimArg, exitFile, "/bin/sh", "-c", script)
-	cmd.Env = append(os.Environ(), envShimLeaseFile+"="+lease, envShimLease+"=1s", envShimKillGrace+"=5s")
+	cmd.Env = append(os.Environ(), envShimLeaseFile+"="+lease, envShimLease+"=2s", envShimKillGrace+"=5s")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -30,8 +30,8 @@ func TestShimStopsWhenLeaseRunsOut(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 
-	// Renewed for 3 s: the uploader runs on.
-	for range 30 {
+	// Renewed for 4 s (twice the lease): the uploader runs on.
+	for range 40 {
 		now := time.Now()
 		os.Chtimes(lease, now, now)
 		select {
@@ -52,7 +52,7 @@ func TestShimStopsWhenLeaseRunsOut(t *testing.T) {
 	status, _ := os.ReadFile(exitFile)
 	log := out.String()
 	if strings.TrimSpace(string(status)) != "stopped: this node lost its lease in the cluster (exit status 143)" || !strings.Contains(log, "stopping") ||
-		!strings.Contains(log, "lease in the cluster was not renewed") {
+		!strings.Contains(log, "lease in the cluster was not renewed for 2s") {
 		t.Errorf("exit %q, log:\n%s", status, log)
 	}
 	if !slices.Contains(strings.Split(log, "\n"), "0") { // the count of CLOUDUPLOAD_SHIM_ variables
