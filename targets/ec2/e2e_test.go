@@ -3,7 +3,6 @@ package ec2
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,22 +26,6 @@ var (
 	detailsRE = regexp.MustCompile(`<details>([^<]*)</details>`)
 	nameRE    = regexp.MustCompile(`<clouduploadjob name="(\d+)"`)
 )
-
-func httpDo(t *testing.T, method, u string, body []byte) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, u, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
 
 // TestEndToEnd submits jobs with target ec2 through the real daemon and
 // uploader against moto: one succeeds and leaves the AMI, snapshot, tags
@@ -86,17 +69,17 @@ func TestEndToEnd(t *testing.T) {
 		}
 		env = append(env, kv)
 	}
-	srv := testutil.StartDaemon(t, bin, root, env).URL
+	daemon := testutil.StartDaemon(t, bin, root, env)
 
 	submit := func(file, data string) (int, string) {
 		q := url.Values{"project": {"home:tester"}, "repository": {"images"}, "arch": {"x86_64"},
 			"package": {"appliance"}, "filename": {file}, "user": {"tester"}, "target": {"ec2"}}
-		return httpDo(t, http.MethodPost, srv+"/cloudupload?"+q.Encode(), []byte(data))
+		return daemon.Do(t, http.MethodPost, "/cloudupload?"+q.Encode(), []byte(data))
 	}
 	wait := func(id string, until func(state string) bool) (string, string) {
 		deadline := time.Now().Add(2 * time.Minute)
 		for time.Now().Before(deadline) {
-			_, doc := httpDo(t, http.MethodGet, srv+"/cloudupload/"+id, nil)
+			_, doc := daemon.Do(t, http.MethodGet, "/cloudupload/"+id, nil)
 			if s := stateRE.FindStringSubmatch(doc); s != nil && until(s[1]) {
 				d := detailsRE.FindStringSubmatch(doc)
 				details := ""
@@ -107,7 +90,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		_, log := httpDo(t, http.MethodGet, srv+"/cloudupload/"+id+"/_log?nostream=1", nil)
+		_, log := daemon.Do(t, http.MethodGet, "/cloudupload/"+id+"/_log?nostream=1", nil)
 		t.Fatalf("job %s did not get there in time; log:\n%s", id, log)
 		return "", ""
 	}
@@ -129,7 +112,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("submit: %d %s", code, doc)
 		}
 		state, details := wait(id[1], final)
-		_, log := httpDo(t, http.MethodGet, srv+"/cloudupload/"+id[1]+"/_log?nostream=1", nil)
+		_, log := daemon.Do(t, http.MethodGet, "/cloudupload/"+id[1]+"/_log?nostream=1", nil)
 		t.Logf("job log:\n%s", log)
 		if state != "succeeded" {
 			t.Fatalf("job %s %s: %s", id[1], state, details)
@@ -200,7 +183,7 @@ func TestEndToEnd(t *testing.T) {
 		// Wait until blocks are being written, then kill.
 		deadline := time.Now().Add(time.Minute)
 		for {
-			_, log := httpDo(t, http.MethodGet, srv+"/cloudupload/"+id[1]+"/_log?nostream=1", nil)
+			_, log := daemon.Do(t, http.MethodGet, "/cloudupload/"+id[1]+"/_log?nostream=1", nil)
 			if strings.Contains(log, "writing ") {
 				break
 			}
@@ -211,11 +194,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 		killed := time.Now()
-		if code, doc := httpDo(t, http.MethodPost, srv+"/cloudupload/"+id[1]+"?cmd=kill", nil); code != http.StatusOK {
+		if code, doc := daemon.Do(t, http.MethodPost, "/cloudupload/"+id[1]+"?cmd=kill", nil); code != http.StatusOK {
 			t.Fatalf("kill: %d %s", code, doc)
 		}
 		state, details := wait(id[1], final)
-		_, log := httpDo(t, http.MethodGet, srv+"/cloudupload/"+id[1]+"/_log?nostream=1", nil)
+		_, log := daemon.Do(t, http.MethodGet, "/cloudupload/"+id[1]+"/_log?nostream=1", nil)
 		t.Logf("job log:\n%s", log)
 		if state != "failed" || details != "killed" {
 			t.Errorf("killed job: %s %q", state, details)
