@@ -13,6 +13,8 @@
 //	                         reserved here before use, so ids are never reused (after a restart they
 //	                         continue past the block: increasing, not contiguous)
 //	STATE/lock               locked (flock) by the running server: one server per state directory
+//	STATE/MIGRATED           written by Migrate once the jobs moved into a shared store: the server
+//	                         then starts on this directory only with that store
 //	STATE/jobs/<id>/         one directory per unfinished job
 //	    job.json             the whole job (state, details, names, pid, times), indented JSON
 //	    data                 the target data (mode 0600; never logged, never in argv)

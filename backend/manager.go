@@ -233,12 +233,23 @@ func (m *Manager) Close() error {
 // the same jobs. The lock goes with the process (a SIGKILLed daemon's lock
 // is free) and is not inherited by uploaders (close-on-exec).
 func (m *Manager) lock() error {
-	if err := os.MkdirAll(m.cfg.StateDir, 0o750); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(filepath.Join(m.cfg.StateDir, fileLock), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := lockStateDir(m.cfg.StateDir)
 	if err != nil {
 		return err
+	}
+	m.lockFile = f
+	return nil
+}
+
+// lockStateDir takes the lock of the state directory dir (creating it if
+// missing); closing the file releases it.
+func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, fileLock), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
 	}
 	// A daemon killed while starting a child leaves the lock held for the
 	// moment that child takes to exec (close-on-exec then drops it): a
@@ -246,20 +257,18 @@ func (m *Manager) lock() error {
 	for deadline := time.Now().Add(lockWait); ; {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			break
+			return f, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return fmt.Errorf("lock: %w", err)
+			return nil, fmt.Errorf("lock: %w", err)
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return errors.New("the state directory is in use by another server")
+			return nil, errors.New("the state directory is in use by another server")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	m.lockFile = f
-	return nil
 }
 
 // enter registers a goroutine or call that Close must wait for; false when

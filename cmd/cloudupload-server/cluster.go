@@ -9,16 +9,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/cloudupload/cloudupload/backend"
 	"github.com/cloudupload/cloudupload/backend/pgstore"
 )
-
-// fileMigrated, in a state directory moved into a database, says so: the
-// directory alone no longer holds the jobs.
-const fileMigrated = "MIGRATED"
 
 // checkCluster validates the settings of a node of a cluster.
 func (c *Config) checkCluster() error {
@@ -76,8 +71,8 @@ func dataKey(privPath string) ([32]byte, error) {
 // without it.
 func openStore(ctx context.Context, c *Config, stateDir, priv string, log *slog.Logger) (backend.SharedStore, error) {
 	if c.Database == "" {
-		if b, err := os.ReadFile(filepath.Join(stateDir, fileMigrated)); err == nil {
-			return nil, fmt.Errorf("the state directory %s was moved into a database (%s): start with --database", stateDir, firstLine(string(b)))
+		if note, ok := backend.Migrated(stateDir); ok {
+			return nil, fmt.Errorf("the state directory %s was %s: start with --database", stateDir, note)
 		}
 		return nil, nil
 	}
@@ -95,21 +90,8 @@ func openStore(ctx context.Context, c *Config, stateDir, priv string, log *slog.
 	})
 }
 
-func firstLine(s string) string {
-	for i, r := range s {
-		if r == '\n' {
-			return s[:i]
-		}
-	}
-	return s
-}
-
-// migrate imports the jobs of the state directory into the database, ids
-// kept: finished jobs with their logs, unfinished ones held by this node
-// (--node), so that starting it with --database on the same state directory
-// goes on with them (live uploaders are re-adopted). Jobs already in the
-// database are left as they are, so an interrupted migration can be run
-// again. The server must not be running on the directory.
+// migrate moves the state directory's jobs into --database
+// (backend.Migrate) as this node's.
 func migrate(ctx context.Context, c *Config, log *slog.Logger) error {
 	if c.Database == "" {
 		return errors.New("migrate: --database is required")
@@ -118,80 +100,22 @@ func migrate(ctx context.Context, c *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := lockStateDir(stateDir)
-	if err != nil {
-		return err
-	}
-	defer unlock()
 	start := time.Now()
-	disk, err := backend.OpenDiskStore(stateDir)
-	if err != nil {
-		return err
-	}
-	jobs, err := disk.Load(ctx)
-	if err != nil {
-		return fmt.Errorf("read the state directory: %w", err)
-	}
 	store, err := openStore(ctx, c, stateDir, c.PrivKey, log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	imported, skipped, unfinished := 0, 0, 0
-	for _, j := range jobs {
-		if _, err := store.Get(ctx, j.ID); err == nil {
-			skipped++
-			continue
-		}
-		var data []byte
-		if !j.State.Final() {
-			unfinished++
-			if data, err = disk.Data(ctx, j.ID); err != nil {
-				return fmt.Errorf("job %d: %w", j.ID, err)
-			}
-		}
-		logText, err := readJobLog(stateDir, j.ID)
-		if err != nil {
-			return fmt.Errorf("job %d: %w", j.ID, err)
-		}
-		if err := store.Import(ctx, j, data, logText); err != nil {
-			return fmt.Errorf("job %d: %w", j.ID, err)
-		}
-		imported++
-	}
-	note := fmt.Sprintf("moved into %s (node %s) on %s\n", redactURL(c.Database), store.Node().Name, time.Now().UTC().Format(time.RFC3339))
-	if err := os.WriteFile(filepath.Join(stateDir, fileMigrated), []byte(note), 0o644); err != nil {
+	node := store.Node().Name
+	r, err := backend.Migrate(ctx, stateDir, store,
+		fmt.Sprintf("moved into %s (node %s) on %s", redactURL(c.Database), node, time.Now().UTC().Format(time.RFC3339)))
+	if err != nil {
 		return err
 	}
-	log.Info("state directory moved into the database", "state_dir", stateDir, "imported", imported,
-		"already_there", skipped, "unfinished_held_by", store.Node().Name, "unfinished", unfinished,
+	log.Info("state directory moved into the database", "state_dir", stateDir, "imported", r.Imported,
+		"already_there", r.Skipped, "unfinished_held_by", node, "unfinished", r.Unfinished,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-// readJobLog reads the end of a job's log from the state directory ("" when
-// it has none).
-func readJobLog(stateDir string, id int64) ([]byte, error) {
-	for _, sub := range []string{"done", "jobs"} {
-		p := filepath.Join(stateDir, sub, fmt.Sprint(id), "log")
-		f, err := os.Open(p)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		} else if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return nil, err
-		}
-		const keep = 4 << 20
-		off := max(0, fi.Size()-keep)
-		b := make([]byte, fi.Size()-off)
-		_, err = f.ReadAt(b, off)
-		return b, err
-	}
-	return nil, nil
 }
 
 // redactURL drops the password of a database URL.
@@ -201,18 +125,4 @@ func redactURL(s string) string {
 		return "the database"
 	}
 	return u.Redacted()
-}
-
-// lockStateDir takes the state directory's lock, as a running server holds
-// it.
-func lockStateDir(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s is in use by a running server: stop it first", dir)
-	}
-	return func() { f.Close() }, nil
 }

@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cloudupload/cloudupload/backend"
 	"github.com/cloudupload/cloudupload/internal/pgtest"
 )
 
@@ -42,7 +41,7 @@ func TestMigrate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(e.state, fileMigrated)); err != nil {
+	if _, ok := backend.Migrated(e.state); !ok {
 		t.Fatal("the state directory is not marked as migrated")
 	}
 
