@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -156,7 +157,7 @@ func (s *diskStore) Load(ctx context.Context) ([]cloudupload.Job, error) {
 			return nil, fmt.Errorf("rewrite the job id counter: %w", err)
 		}
 	}
-	slices.SortFunc(jobs, func(a, b cloudupload.Job) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(jobs, func(a, b cloudupload.Job) int { return cmp.Compare(a.ID, b.ID) })
 	s.log.Info("job store opened", "dir", s.dir, "jobs", len(jobs), "unfinished", len(s.active),
 		"unreadable", len(s.unreadable), "next_id", s.next)
 	return jobs, nil
@@ -167,25 +168,7 @@ func (s *diskStore) Load(ctx context.Context) ([]cloudupload.Job, error) {
 // uploading, or scheduled with a work directory (the Manager starts the
 // shim before it records uploading).
 func uploaderMayRun(dir string, j cloudupload.Job) bool {
-	if j.State == cloudupload.StateUploading {
-		return true
-	}
-	if j.State == cloudupload.StateScheduled {
-		if _, err := os.Lstat(filepath.Join(dir, dirWork)); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
-func cmpID(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return j.State == cloudupload.StateUploading || j.State == cloudupload.StateScheduled && anyIn(dir, dirWork)
 }
 
 // markUnreadable records job id, whose record in dir cannot be read, and
@@ -261,6 +244,7 @@ func (s *diskStore) Update(ctx context.Context, j cloudupload.Job) error {
 	_, ok := s.active[j.ID]
 	s.mu.Unlock()
 	if !ok {
+		s.waitArchived(j.ID)
 		if _, err := os.Stat(s.doneJobDir(j.ID)); err == nil {
 			return cloudupload.Errorf(cloudupload.ECONFLICT, "job %d is final", j.ID)
 		}

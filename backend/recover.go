@@ -114,8 +114,13 @@ func (m *Manager) recover() {
 // (an image file: a PUT; a work directory or exit file: the uploader, as
 // startShim makes the first and the shim writes the second).
 func (m *Manager) startedHere(id int64, names ...string) bool {
+	return anyIn(m.jobDir(id), names...)
+}
+
+// anyIn reports whether one of the named entries exists in dir.
+func anyIn(dir string, names ...string) bool {
 	for _, name := range names {
-		if _, err := os.Lstat(filepath.Join(m.jobDir(id), name)); err == nil {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
 			return true
 		}
 	}
@@ -183,7 +188,7 @@ func (m *Manager) recoverUnrecordedShim(e *entry) {
 			defer m.wg.Done()
 			t0 := time.Now()
 			for time.Since(t0) < shimAppearWait {
-				if _, err := os.Lstat(filepath.Join(dir, fileExit)); err == nil {
+				if anyIn(dir, fileExit) {
 					break
 				}
 				select {
