@@ -100,9 +100,16 @@ func (d *downloads) wait(t *testing.T) (string, string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return d.name[guid], string(b)
+		// The begin event, which names the download, comes on another
+		// stream than its completion: it may be handled a moment later.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			d.mu.Lock()
+			name, ok := d.name[guid]
+			d.mu.Unlock()
+			if ok || time.Now().After(deadline) {
+				return name, string(b)
+			}
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no download completed")
 	}
