@@ -67,23 +67,27 @@ func (m *Manager) makeLocalDir(id int64, data []byte) error {
 	return writeFileAtomic(filepath.Join(dir, fileData), data, 0o600)
 }
 
-// archiveShared keeps the end of final job id's log in the shared store and
-// archives its local directory.
-func (m *Manager) archiveShared(id int64) {
+// saveLogShared keeps the end of job id's log in the shared store. The
+// Manager calls it before it records the job final, so that any node that
+// sees the job final finds its log.
+func (m *Manager) saveLogShared(id int64) {
 	log := m.log.With("job", id)
 	if b, err := readTail(filepath.Join(m.jobDir(id), fileLog), maxSavedLog); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.Error("cannot read the job's log to keep it in the shared store", "err", err)
 	} else if err := m.shared.SaveLog(m.ctx, id, b); err != nil {
 		log.Error("cannot keep the job's log in the shared store", "err", err)
 	}
+}
+
+// archiveShared archives the local directory of final job id.
+func (m *Manager) archiveShared(id int64) {
 	if _, err := os.Stat(m.jobDir(id)); errors.Is(err, os.ErrNotExist) {
 		return
 	}
 	if err := archiveDir(m.jobsDir, m.doneDir, id); err != nil {
-		log.Error("cannot archive the job's directory", "err", err)
+		m.log.Error("cannot archive the job's directory", "job", id, "err", err)
 	}
 }
-
 // readTail reads at most max bytes from the end of the file at path.
 func readTail(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
@@ -491,7 +495,7 @@ func (m *Manager) remoteLogPath(id int64) (string, error) {
 	}
 	b, err := m.shared.Log(m.ctx, id)
 	if cloudupload.ErrorCode(err) == cloudupload.ENOTFOUND {
-		b, err = nil, nil
+		return p + ".none", nil // read as empty; not cached, it may come
 	}
 	if err != nil {
 		return "", internal("could not read the job's log", err)

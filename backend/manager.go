@@ -396,9 +396,12 @@ func (m *Manager) LogPath(id int64) (string, error) {
 		return filepath.Join(m.doneJobDir(id), fileLog), nil
 	}
 	p := filepath.Join(m.jobDir(id), fileLog)
-	if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) && m.snapshot(e).State.Final() {
-		// It became final (and moved) since we looked.
-		return filepath.Join(m.doneJobDir(id), fileLog), nil
+	if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		// It became final and moved since we looked (with a shared store
+		// the directory moves before the job shows final here).
+		if done := filepath.Join(m.doneJobDir(id), fileLog); anyIn(filepath.Dir(done), fileLog) {
+			return done, nil
+		}
 	}
 	return p, nil
 }
@@ -601,6 +604,9 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 		if !old.State.Final() {
 			m.finalProgress(e, &old, &j)
 		}
+	}
+	if final && m.shared != nil {
+		m.saveLogShared(j.ID)
 	}
 	if err := m.store.Update(m.ctx, j); err != nil {
 		if errors.Is(err, ErrNotHeld) {
