@@ -88,6 +88,7 @@ func (m *Manager) archiveShared(id int64) {
 		m.log.Error("cannot archive the job's directory", "job", id, "err", err)
 	}
 }
+
 // readTail reads at most max bytes from the end of the file at path.
 func readTail(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
