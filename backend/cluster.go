@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/backend/shim"
 )
 
 // What a node of a cluster (Config.Store set) does beyond a single node:
@@ -48,9 +49,9 @@ func (m *Manager) shimEnv() []string {
 		return nil
 	}
 	return []string{
-		envShimLeaseFile + "=" + filepath.Join(m.cfg.StateDir, fileLease),
-		envShimLease + "=" + m.cfg.Lease.String(),
-		envShimKillGrace + "=" + m.cfg.KillGrace.String(),
+		shim.EnvLeaseFile + "=" + filepath.Join(m.cfg.StateDir, fileLease),
+		shim.EnvLease + "=" + m.cfg.Lease.String(),
+		shim.EnvKillGrace + "=" + m.cfg.KillGrace.String(),
 	}
 }
 

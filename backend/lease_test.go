@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloudupload/cloudupload/backend/shim"
 )
 
 // TestShimStopsWhenLeaseRunsOut: a shim of a node of a cluster leaves its
@@ -21,8 +23,8 @@ func TestShimStopsWhenLeaseRunsOut(t *testing.T) {
 	os.WriteFile(lease, nil, 0o644)
 	script := `env | grep -c CLOUDUPLOAD_SHIM_ ; trap 'echo stopping; exit 143' TERM; while true; do sleep 0.05; done`
 	var out bytes.Buffer
-	cmd := exec.Command(os.Args[0], shimArg, exitFile, "/bin/sh", "-c", script)
-	cmd.Env = append(os.Environ(), envShimLeaseFile+"="+lease, envShimLease+"=2s", envShimKillGrace+"=5s")
+	cmd := exec.Command(os.Args[0], shim.Arg, exitFile, "/bin/sh", "-c", script)
+	cmd.Env = append(os.Environ(), shim.EnvLeaseFile+"="+lease, shim.EnvLease+"=2s", shim.EnvKillGrace+"=5s")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/backend/shim"
 )
 
 // load reads the jobs of the store into memory (see Store.Load and
@@ -311,7 +312,7 @@ func isShimOf(pid int, exitFile string) bool {
 		return false
 	}
 	argv := strings.Split(string(b), "\x00")
-	return len(argv) > 2 && argv[1] == shimArg && argv[2] == exitFile
+	return len(argv) > 2 && argv[1] == shim.Arg && argv[2] == exitFile
 }
 
 // expire removes finished jobs that ended more than Retention ago.
@@ -399,7 +400,7 @@ func (m *Manager) awaitImages() {
 		for _, e := range late {
 			e.wmu.Lock()
 			if j := m.snapshot(e); j.State == cloudupload.StateCreated && j.Updated < cutoff {
-				reason := fmt.Sprintf("the image never arrived (nothing received for %s)", roundDuration(idle))
+				reason := fmt.Sprintf("the image never arrived (nothing received for %s)", shim.RoundDuration(idle))
 				m.jobLogger(j).Warn("giving up on a job", "reason", reason)
 				m.move(e, cloudupload.StateFailed, reason, nil)
 			}

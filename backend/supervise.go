@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/backend/shim"
 )
 
 // scheduler starts scheduled jobs, oldest first, whenever it is woken and
@@ -187,9 +188,9 @@ func (m *Manager) waitShim(e *entry, cmd *exec.Cmd) {
 	// uploader ended in its own exit status.
 	fallback := ""
 	switch cmd.ProcessState.ExitCode() {
-	case shimUnrecordedSuccess:
+	case shim.UnrecordedSuccess:
 		fallback = "0"
-	case shimUnrecordedFailure:
+	case shim.UnrecordedFailure:
 		fallback = "exit status 1"
 	}
 	m.endUpload(e, reasonNoExitStatus, fallback)

@@ -229,8 +229,9 @@ type serverProcess struct {
 }
 
 func buildServer(b testing.TB) string {
-	bin := filepath.Join(b.TempDir(), "cloudupload-server")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "cloudupload-server")
+	out, err := exec.Command("go", "build", "-o", dir+"/", ".", "../cloudupload-shim").CombinedOutput()
 	if err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -27,6 +27,7 @@ type Config struct {
 	BuildRoot         string
 	RepServer         string
 	Uploader          string
+	Shim              string
 	MaxUploads        int
 	MaxUploadsPerUser int
 	KillGrace         time.Duration
@@ -118,6 +119,7 @@ func (c *Config) flagSet() *flag.FlagSet {
 	fs.StringVar(&c.BuildRoot, "build-root", "", "build tree `DIR`: images are DIR/<project>/<repository>/<arch>/<package>/<filename>")
 	fs.StringVar(&c.RepServer, "repserver", "", "OBS repository server `URL`: images are fetched from URL/build/<project>/<repository>/<arch>/<package>/<filename>")
 	fs.StringVar(&c.Uploader, "uploader", "", "`PATH` of the uploader (default: clouduploader beside this program)")
+	fs.StringVar(&c.Shim, "shim", "", "`PATH` of cloudupload-shim, started for each job to supervise its uploader (default: beside this program; without it, this program re-executes itself, which starts slower)")
 	fs.IntVar(&c.MaxUploads, "max-uploads", 4, "uploads running at once")
 	fs.IntVar(&c.MaxUploadsPerUser, "max-uploads-per-user", 2, "uploads running at once for one user")
 	fs.DurationVar(&c.KillGrace, "kill-grace", 30*time.Second, "time between SIGTERM and SIGKILL when a job is killed")

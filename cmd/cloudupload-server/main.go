@@ -8,7 +8,7 @@
 // Usage:
 //
 //	cloudupload-server [--listen 127.0.0.1:5452] [--state-dir ./state]
-//	    [--build-root DIR | --repserver URL] [--uploader PATH]
+//	    [--build-root DIR | --repserver URL] [--uploader PATH] [--shim PATH]
 //	    [--max-uploads 4] [--max-uploads-per-user 2] [--kill-grace 30s]
 //	    [--retention 0] [--mirror NAME=DIR]... [--config FILE]
 //	    [--tls-cert FILE --tls-key FILE] [--token-file FILE]

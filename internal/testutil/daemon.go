@@ -14,14 +14,15 @@ import (
 	"time"
 )
 
-// BuildBinaries builds the daemon and the uploader into a temporary
+// BuildBinaries builds the daemon, its shim and the uploader into a temporary
 // directory and returns it, for end-to-end tests through the real
 // binaries.
 func BuildBinaries(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	cmd := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/cloudupload/cloudupload/cmd/cloudupload-server", "github.com/cloudupload/cloudupload/cmd/clouduploader")
+		"github.com/cloudupload/cloudupload/cmd/cloudupload-server", "github.com/cloudupload/cloudupload/cmd/clouduploader",
+		"github.com/cloudupload/cloudupload/cmd/cloudupload-shim")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
