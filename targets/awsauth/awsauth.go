@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/aws/smithy-go/logging"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/lazyre"
 )
 
 // Role is whom to act as in the user's account.
@@ -96,7 +96,7 @@ func Config(ctx context.Context, region string, role Role, opt Options) (aws.Con
 	return cfg, nil
 }
 
-var sessionChars = regexp.MustCompile(`[^\w+=,.@-]`)
+var sessionChars = lazyre.New(`[^\w+=,.@-]`)
 
 // SessionName makes s a valid RoleSessionName (2–64 of [\w+=,.@-]).
 func SessionName(s string) string {
@@ -111,9 +111,9 @@ func SessionName(s string) string {
 }
 
 var (
-	arnRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	regionRE = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$`)
-	extIDRE  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
+	arnRE    = lazyre.New(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
+	regionRE = lazyre.New(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$`)
+	extIDRE  = lazyre.New(`^[\w+=,.@:/-]+$`)
 )
 
 // CheckARN validates an IAM role ARN; field names it in the error.

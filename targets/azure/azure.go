@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"github.com/cloudupload/cloudupload/internal/lazyre"
 	"github.com/cloudupload/cloudupload/targets"
 )
 
@@ -212,7 +212,7 @@ func (t *Target) credential(e endpoints, tenant string, d *data) (azcore.TokenCr
 	return cred, nil
 }
 
-var authURIRE = regexp.MustCompile(`authorization_uri="([^"]+)"`)
+var authURIRE = lazyre.New(`authorization_uri="([^"]+)"`)
 
 // discoverTenant finds the subscription's tenant the way the Azure CLI
 // does: an unauthenticated ARM call is refused with a challenge whose

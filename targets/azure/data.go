@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/lazyre"
 	"github.com/cloudupload/cloudupload/targets"
 )
 
@@ -93,18 +93,18 @@ var fields = []string{
 var (
 	// The OBS frontend's rules (Cloud::Azure::Configuration and the upload
 	// form), ASCII only.
-	imageNameRE      = regexp.MustCompile(`^[A-Za-z0-9]([\w.-]*\w)?$`)
-	containerRE      = regexp.MustCompile(`^[-a-z0-9]{3,63}$`)
-	storageAccountRE = regexp.MustCompile(`^[a-z0-9]{3,24}$`)
-	resourceGroupRE  = regexp.MustCompile(`^[-\w.]*[-\w]$`)
+	imageNameRE      = lazyre.New(`^[A-Za-z0-9]([\w.-]*\w)?$`)
+	containerRE      = lazyre.New(`^[-a-z0-9]{3,63}$`)
+	storageAccountRE = lazyre.New(`^[a-z0-9]{3,24}$`)
+	resourceGroupRE  = lazyre.New(`^[-\w.]*[-\w]$`)
 	// Stricter than OBS (at least 3 characters) because it becomes part of
 	// ARM URLs: a subscription id is a GUID.
-	subscriptionRE = regexp.MustCompile(`^[A-Za-z0-9-]{3,64}$`)
-	tenantRE       = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
-	locationRE     = regexp.MustCompile(`^[a-z0-9]{2,40}$`)
-	galleryRE      = regexp.MustCompile(`^[A-Za-z0-9]([\w.]{0,78}[A-Za-z0-9])?$`)
-	definitionRE   = regexp.MustCompile(`^[A-Za-z0-9]([-\w.]{0,78}[A-Za-z0-9])?$`)
-	versionRE      = regexp.MustCompile(`^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$`)
+	subscriptionRE = lazyre.New(`^[A-Za-z0-9-]{3,64}$`)
+	tenantRE       = lazyre.New(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
+	locationRE     = lazyre.New(`^[a-z0-9]{2,40}$`)
+	galleryRE      = lazyre.New(`^[A-Za-z0-9]([\w.]{0,78}[A-Za-z0-9])?$`)
+	definitionRE   = lazyre.New(`^[A-Za-z0-9]([-\w.]{0,78}[A-Za-z0-9])?$`)
+	versionRE      = lazyre.New(`^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$`)
 )
 
 func invalid(format string, args ...any) error {
@@ -199,7 +199,7 @@ func (d *data) check(job targets.Job) error {
 	}
 	for _, f := range []struct {
 		name, value, rule string
-		re                *regexp.Regexp
+		re                *lazyre.Regexp
 		min, max          int
 	}{
 		{"subscription", d.Subscription, "letters, digits and '-' (a subscription id)", subscriptionRE, 3, 64},

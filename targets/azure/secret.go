@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
+
+	"github.com/cloudupload/cloudupload/internal/lazyre"
 )
 
 // The OBS frontend encrypts application_id and application_key with the
@@ -52,7 +53,7 @@ func decryptField(field string, value *string, privkey string, looksRight func(s
 	return string(plain), nil
 }
 
-var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+var guidRE = lazyre.New(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // checkClientID accepts an application (client) id: a GUID.
 func checkClientID(s string) bool { return guidRE.MatchString(s) }

@@ -3,13 +3,13 @@ package ec2
 import (
 	"bytes"
 	"encoding/json"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/lazyre"
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/targets/awsauth"
 )
@@ -69,9 +69,9 @@ var fields = []string{
 }
 
 var (
-	subnetRE  = regexp.MustCompile(`^subnet-[-\w]+$`)
-	accountRE = regexp.MustCompile(`^\d{12}$`)
-	bucketRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	subnetRE  = lazyre.New(`^subnet-[-\w]+$`)
+	accountRE = lazyre.New(`^\d{12}$`)
+	bucketRE  = lazyre.New(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 )
 
 func invalid(format string, args ...any) error {

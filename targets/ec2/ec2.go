@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/cloudupload/cloudupload"
 
+	"github.com/cloudupload/cloudupload/internal/lazyre"
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/targets/awsauth"
 )
@@ -159,7 +159,7 @@ func assumeRoleError(err error, d *data) error {
 }
 
 // sdkNoise matches how the SDK spells a failed call, to say it shorter.
-var sdkNoise = regexp.MustCompile(`operation error (\w+): (\w+), (?:exceeded maximum number of attempts, (\d+), )?https response error StatusCode: (\d+), RequestID: ([^,]*), (?:api error )?`)
+var sdkNoise = lazyre.New(`operation error (\w+): (\w+), (?:exceeded maximum number of attempts, (\d+), )?https response error StatusCode: (\d+), RequestID: ([^,]*), (?:api error )?`)
 
 // tidy shortens the SDK's error text for the job's details ("EC2
 // RegisterImage: HTTP 400, request 1234: InvalidParameterValue: …")

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net"
 	"path"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/cloudupload/cloudupload"
+	"github.com/cloudupload/cloudupload/internal/lazyre"
 	"github.com/cloudupload/cloudupload/targets"
 	"github.com/cloudupload/cloudupload/targets/awsauth"
 )
@@ -137,8 +137,8 @@ func (c *config) check() error {
 }
 
 var (
-	bucketRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-	tagRE     = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
+	bucketRE  = lazyre.New(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	tagRE     = lazyre.New(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
 	badPrefix = []string{"xn--", "sthree-", "amzn-s3-demo-"}
 	badSuffix = []string{"-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"}
 )
