@@ -42,9 +42,11 @@
 // # Uploaders
 //
 // A scheduled job starts when a slot is free (MaxUploads in all,
-// MaxUploadsPerUser per user, oldest job first). The daemon re-executes its
-// own binary as a small shim (argv[1] "__cloudupload_shim", see
-// RunShimIfRequested) in a new process group, in the job's work directory,
+// MaxUploadsPerUser per user, oldest job first). The daemon starts a shim
+// (package backend/shim: the program Config.Shim, cloudupload-shim, or
+// without it the daemon's own binary re-executed, see RunShimIfRequested;
+// argv[1] "__cloudupload_shim" either way) in a new process group, in the
+// job's work directory,
 // with stdin /dev/null and stdout and stderr appended to the job log. The
 // shim runs the uploader with OBS's argv
 //
