@@ -21,7 +21,7 @@ done
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
 say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 
-say "building bin/cloudupload-server and bin/clouduploader"
+say "building bin/cloudupload-server, bin/cloudupload-shim and bin/clouduploader"
 mkdir -p bin
 go build -o bin/ ./cmd/...
 
