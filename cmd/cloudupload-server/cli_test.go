@@ -46,6 +46,7 @@ func TestCommandLines(t *testing.T) {
 		{"cloudupload-server", []string{"--nope"}, "flag provided but not defined: -nope"},
 		{"cloudupload-server", []string{"--mirror", "d=/nonexistent"}, "--mirror d=/nonexistent: the directory does not exist"},
 		{"cloudupload-server", []string{"--max-uploads", "0"}, "--max-uploads must be at least 1"},
+		{"cloudupload-server", []string{"--shim", "/nonexistent"}, "--shim /nonexistent: not an executable file"},
 		{"cloudupload-prune", []string{"--nope"}, "flag provided but not defined: -nope"},
 		{"cloudupload-prune", []string{"--policy", "x"}, "--policy: "},
 		{"clouduploader", []string{"a", "b"}, "2 arguments; want <user>"},

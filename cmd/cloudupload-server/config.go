@@ -216,6 +216,8 @@ func (c *Config) check() error {
 		return errors.New("--max-connections must be at least 1")
 	case c.MemoryLimit < 0:
 		return errors.New("--memory-limit must not be negative")
+	case c.Shim != "" && !isExecutable(c.Shim):
+		return fmt.Errorf("--shim %s: not an executable file", c.Shim)
 	}
 	if err := c.checkCluster(); err != nil {
 		return err

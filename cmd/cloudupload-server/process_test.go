@@ -22,8 +22,8 @@ import (
 )
 
 // TestProcessRestart runs the real binary: SIGTERM while an upload runs
-// stops the daemon cleanly but leaves the uploader running; the restarted
-// daemon takes the job over and records its success.
+// stops the daemon cleanly but leaves the uploader (under cloudupload-shim)
+// running; the restarted daemon takes the job over and records its success.
 func TestProcessRestart(t *testing.T) {
 	bin := buildServer(t)
 	dir := t.TempDir()
@@ -44,6 +44,11 @@ func TestProcessRestart(t *testing.T) {
 			t.Fatalf("job not uploading: %s", doc)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The job's process group leader is the shim: cloudupload-shim,
+	// found beside the server.
+	if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err != nil || exe != filepath.Join(filepath.Dir(bin), "cloudupload-shim") {
+		t.Errorf("the job's shim runs %q (%v), want cloudupload-shim beside the server", exe, err)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -98,13 +98,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if uploader == "" {
 			uploader = filepath.Join(filepath.Dir(exe), "clouduploader")
 		}
-		if shimPath == "" {
-			if p := filepath.Join(filepath.Dir(exe), "cloudupload-shim"); isExecutable(p) {
-				shimPath = p
-			}
+		if p := filepath.Join(filepath.Dir(exe), "cloudupload-shim"); shimPath == "" && isExecutable(p) {
+			shimPath = p
 		}
-	} else if !isExecutable(shimPath) {
-		return fmt.Errorf("--shim %s: not an executable file", shimPath)
 	}
 	ours, probed, err := backend.ProbeUploader(ctx, uploader)
 	if err != nil {
