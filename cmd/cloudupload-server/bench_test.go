@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudupload/cloudupload/internal/obstest"
 	"github.com/cloudupload/cloudupload/internal/testutil"
 )
 
@@ -362,6 +363,49 @@ func BenchmarkPutImage(b *testing.B) {
 	b.ReportMetric(hwmSmall/1024, "peak-MiB-64MiB-put")
 	b.ReportMetric(hwmBig/1024, "peak-MiB-256MiB-put")
 	b.ReportMetric(hwmBig/hwmSmall, "peak-ratio-256/64")
+}
+
+// BenchmarkPutToSucceeded: the time from a PUT's answer (1 KiB image)
+// until GET /cloudupload/<id> shows the job succeeded, with an uploader that
+// succeeds at once, for this daemon (and its shim) and for OBS's own Perl
+// server and worker (internal/obstest) on the same machine in the same run:
+// the same uploader script, the same client code polling every
+// millisecond, jobs interleaved between the two and the order swapped each
+// round. Reports the p50 of each side and their ratio (ours / OBS's).
+func BenchmarkPutToSucceeded(b *testing.B) {
+	const jobs = 24 // per side and iteration, after one warm-up job each
+	uploader := obstest.WriteInstantUploader(b)
+	obs := obstest.Start(b, uploader)
+	ours := startProcessWith(b, buildServer(b), uploader, b.TempDir())
+	sides := []struct {
+		name, url string
+		lat       []time.Duration
+	}{{"ours", ours.url, nil}, {"OBS", obs.URL, nil}}
+	putToSucceeded := func(base string) time.Duration {
+		name, answered := submitPut(b, base, "bench", 1024, io.LimitReader(pattern{}, 1024))
+		state, done := waitFinal(b, base, name)
+		if doc := string(get(b, base+"/cloudupload/"+name)); state != "succeeded" || jobField(b, doc, "details") != "ok" {
+			b.Fatalf("%s: job %s did not succeed with the instant uploader's result:\n%s", base, name, doc)
+		}
+		return done.Sub(answered)
+	}
+	for _, s := range sides {
+		putToSucceeded(s.url)
+	}
+	for b.Loop() {
+		for i := range jobs {
+			for k := range sides {
+				s := &sides[(i+k)%len(sides)]
+				s.lat = append(s.lat, putToSucceeded(s.url))
+			}
+		}
+	}
+	p50ours, p50obs := percentile(sides[0].lat, 0.5), percentile(sides[1].lat, 0.5)
+	b.ReportMetric(ms(p50ours), "put-to-succeeded-p50-ms")
+	b.ReportMetric(ms(p50obs), "obs-put-to-succeeded-p50-ms")
+	b.ReportMetric(ms(p50ours)/ms(p50obs), "x-obs-put-to-succeeded")
+	b.ReportMetric(ms(percentile(sides[0].lat, 0.9)), "put-to-succeeded-p90-ms")
+	b.ReportMetric(ms(percentile(sides[1].lat, 0.9)), "obs-put-to-succeeded-p90-ms")
 }
 
 // BenchmarkKill: the time from a kill request to its answer, which comes
