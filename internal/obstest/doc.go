@@ -10,8 +10,9 @@
 // handed over as a file descriptor (OBS's "--port &=N"). The worker runs
 // `clouduploader` found on PATH, so the uploader given to Start is linked
 // under that name into a directory put first on the worker's PATH.
-// InstantUploader writes an uploader that both OBS's worker and the
-// project's daemon accept and that succeeds at once.
+// InstantUploader is an uploader that both OBS's worker and the project's
+// daemon accept and that succeeds at once (WriteInstantUploader writes it
+// to a file).
 //
 // A machine without obs-server fails the benchmark, saying what to install
 // (scripts/ensure-obs-server.sh does it for make bench; make test does not

@@ -23,8 +23,9 @@ const install = "install OBS's backend (apt-get install obs-server, or run scrip
 // bsConfig replaces OBS's /etc/obs/BSConfig.pm for both programs: state
 // under $CLOUDUPLOAD_OBS_BSDIR, no user to drop privileges to (OBS would
 // switch to obsrun), and write access for loopback clients only. OBS's
-// defaults are kept otherwise: the worker fdatasyncs each job file before
-// renaming it ($disable_data_sync unset), as on an OBS installation.
+// defaults are kept otherwise, so it is as durable as an OBS installation:
+// the worker fdatasyncs each job file before renaming it
+// ($disable_data_sync unset); the server syncs nothing, not even the image.
 const bsConfig = `package BSConfig;
 our $bsdir = $ENV{'CLOUDUPLOAD_OBS_BSDIR'} || die("CLOUDUPLOAD_OBS_BSDIR is not set\n");
 our $rundir = "$bsdir/run";
@@ -133,6 +134,11 @@ func Start(tb testing.TB, uploader string) *Server {
 	srv := s.command(tb, perl, lib, env, server, "--port", "&=3")
 	srv.ExtraFiles = []*os.File{sock} // descriptor 3
 	wrk := s.command(tb, perl, lib, env, worker)
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("OBS's cloud upload server and worker wrote:\n%s", s.Log())
+		}
+	})
 	exited := make(chan string, 2)
 	for _, c := range []*exec.Cmd{srv, wrk} {
 		if err := c.Start(); err != nil {
