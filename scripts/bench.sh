@@ -15,6 +15,10 @@ scripts/ensure-test-deps.sh
 scripts/ensure-s3-test-server.sh
 scripts/ensure-azurite.sh
 scripts/ensure-postgres.sh
+# OBS's own cloud upload server (Debian's obs-server) is the baseline of
+# cmd/cloudupload-server BenchmarkPutToSucceeded, BenchmarkGetJob, BenchmarkListJobs
+# and BenchmarkPutImage (internal/obstest runs it on loopback); make test does not need it.
+scripts/ensure-obs-server.sh
 # The S3 comparison needs the other clients; install them when missing.
 if ! command -v rclone >/dev/null || ! command -v aws >/dev/null; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
