@@ -531,6 +531,13 @@ func (m *Manager) validate(ctx context.Context, job cloudupload.Job, data []byte
 	if err := m.validateStream(ctx, job, data); !errors.Is(err, errNoStream) {
 		return err
 	}
+	// As many validate processes at once as validate-stream processes:
+	// a burst of creates must not start one process per create at once.
+	release, err := m.validators.acquire(ctx)
+	if err != nil {
+		return internal("validating the target data took too long", fmt.Errorf("%s validate %s: waiting for a turn: %w", m.cfg.Uploader, job.Target, err))
+	}
+	defer release()
 	cmd := exec.CommandContext(ctx, m.cfg.Uploader, "validate", job.Target)
 	cmd.Stdin = bytes.NewReader(data)
 	var stderr boundedBuffer
@@ -539,7 +546,7 @@ func (m *Manager) validate(ctx context.Context, job cloudupload.Job, data []byte
 	cmd.Env = m.env(job)
 	cmd.Dir = m.cfg.StateDir
 	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	err = cmd.Run()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

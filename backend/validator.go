@@ -13,7 +13,8 @@ import (
 	"github.com/cloudupload/cloudupload"
 )
 
-// maxValidators bounds the validator processes running at once.
+// maxValidators bounds the validator processes running at once: the
+// validate-stream processes, or without them the validate per create.
 const maxValidators = 4
 
 // validators keeps long-lived `<uploader> validate-stream` processes, so
@@ -43,18 +44,28 @@ func newValidators(path string, env []string, dir string) *validators {
 	return &validators{path: path, env: env, dir: dir, sem: make(chan struct{}, maxValidators)}
 }
 
+// acquire waits for one of the maxValidators turns to validate (with a
+// stream or a process per create) and returns its release, or ctx's error.
+func (v *validators) acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case v.sem <- struct{}{}:
+		return func() { <-v.sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // errNoStream means the uploader cannot validate over a stream.
 var errNoStream = errors.New("the uploader does not support validate-stream")
 
 // validate asks a validator process about data for target, with the job's
 // env. It returns errNoStream when the uploader does not support it.
 func (v *validators) validate(ctx context.Context, target string, env map[string]string, data []byte) (cloudupload.ValidateResponse, error) {
-	select {
-	case v.sem <- struct{}{}:
-	case <-ctx.Done():
-		return cloudupload.ValidateResponse{}, ctx.Err()
+	release, err := v.acquire(ctx)
+	if err != nil {
+		return cloudupload.ValidateResponse{}, err
 	}
-	defer func() { <-v.sem }()
+	defer release()
 	for {
 		p, reused, err := v.get()
 		if err != nil {
