@@ -20,7 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudupload/cloudupload"
-	"github.com/cloudupload/cloudupload/backend/shim"
+	"github.com/cloudupload/cloudupload/internal/human"
 )
 
 // Details of unfinished jobs, for people.
@@ -892,7 +892,7 @@ func (m *Manager) receiveReason(err error) string {
 	var fe *fetchError
 	switch {
 	case errors.Is(err, errStalled):
-		return fmt.Sprintf("the image stopped arriving (nothing received for %s)", shim.RoundDuration(m.cfg.ReceiveIdleTimeout))
+		return fmt.Sprintf("the image stopped arriving (nothing received for %s)", human.Round(m.cfg.ReceiveIdleTimeout))
 	case errors.As(err, &se):
 		return se.Error()
 	case errors.As(err, &re):

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/backend/shim"
+	"github.com/cloudupload/cloudupload/internal/human"
 )
 
 // load reads the jobs of the store into memory (see Store.Load and
@@ -400,7 +401,7 @@ func (m *Manager) awaitImages() {
 		for _, e := range late {
 			e.wmu.Lock()
 			if j := m.snapshot(e); j.State == cloudupload.StateCreated && j.Updated < cutoff {
-				reason := fmt.Sprintf("the image never arrived (nothing received for %s)", shim.RoundDuration(idle))
+				reason := fmt.Sprintf("the image never arrived (nothing received for %s)", human.Round(idle))
 				m.jobLogger(j).Warn("giving up on a job", "reason", reason)
 				m.move(e, cloudupload.StateFailed, reason, nil)
 			}

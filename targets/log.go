@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cloudupload/cloudupload/internal/atomicfile"
+	"github.com/cloudupload/cloudupload/internal/human"
 )
 
 // EnvProgressFile names the environment variable in which the daemon gives
@@ -99,17 +100,8 @@ func (l *Log) Step(format string, args ...any) (done func()) {
 	return func() { l.Printf("%s: done in %s", what, Round(time.Since(start))) }
 }
 
-// Round shortens a duration for people.
-func Round(d time.Duration) time.Duration {
-	switch {
-	case d > time.Minute:
-		return d.Round(time.Second)
-	case d > time.Second:
-		return d.Round(100 * time.Millisecond)
-	default:
-		return d.Round(time.Millisecond)
-	}
-}
+// Round shortens a duration for people (see human.Round).
+func Round(d time.Duration) time.Duration { return human.Round(d) }
 
 // Progress reports how far a transfer of Total bytes has come, at most once
 // per Every, with percent and MiB/s, to the log and (see Log.ReportProgress)

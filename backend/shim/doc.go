@@ -16,8 +16,8 @@
 //	status 0 once the exit file is written; UnrecordedSuccess or
 //	       UnrecordedFailure when it could not be (a full disk)
 //
-// The package imports only the standard library and internal/atomicfile:
-// a shim starts for every job, so its start-up must cost as little as a Go
-// program's can (the daemon's binary spends most of its start-up in
-// package initialisation it does not need here).
+// The package imports only the standard library, internal/atomicfile and
+// internal/human: a shim starts for every job, so its start-up must cost as
+// little as a Go program's can (the daemon's binary spends most of its
+// start-up in package initialisation it does not need here).
 package shim

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudupload/cloudupload/internal/atomicfile"
+	"github.com/cloudupload/cloudupload/internal/human"
 )
 
 // Arg is argv[1] of every shim process, whichever binary runs it: a
@@ -105,7 +106,7 @@ func Run(args []string) int {
 			logf("received %s: waiting for the uploader to stop", s)
 		default:
 		}
-		took := RoundDuration(time.Since(start))
+		took := human.Round(time.Since(start))
 		status = exitStatus(cmd.ProcessState, err)
 
 		switch {
@@ -218,16 +219,4 @@ func exitStatus(ps *os.ProcessState, err error) string {
 		return "0"
 	}
 	return "exit status " + strconv.Itoa(ps.ExitCode())
-}
-
-// RoundDuration shortens a duration for people.
-func RoundDuration(d time.Duration) time.Duration {
-	switch {
-	case d > time.Minute:
-		return d.Round(time.Second)
-	case d > time.Second:
-		return d.Round(100 * time.Millisecond)
-	default:
-		return d.Round(time.Millisecond)
-	}
 }
