@@ -17,12 +17,7 @@ import (
 // daemon's main and every TestMain of a package that runs a Manager must
 // call it first thing: without Config.Shim the daemon re-executes its own
 // binary as the shim.
-func RunShimIfRequested() {
-	if len(os.Args) < 2 || os.Args[1] != shim.Arg {
-		return
-	}
-	os.Exit(shim.Run(os.Args[2:]))
-}
+func RunShimIfRequested() { shim.RunIfRequested() }
 
 // startShim starts the shim for job j: in its own process group, in the
 // job's fresh work directory, stdin /dev/null, stdout and stderr appended to

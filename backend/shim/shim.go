@@ -31,6 +31,15 @@ const (
 	UnrecordedFailure = 11
 )
 
+// RunIfRequested runs the shim and exits when the process was started as
+// one (argv[1] is Arg); otherwise it returns at once.
+func RunIfRequested() {
+	if len(os.Args) < 2 || os.Args[1] != Arg {
+		return
+	}
+	os.Exit(Run(os.Args[2:]))
+}
+
 // Run is the shim; it returns the process's exit status. args (those after
 // Arg) are the exit file and the uploader's argv. The shim runs in the job's
 // process group and work directory with stdout and stderr

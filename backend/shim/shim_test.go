@@ -14,9 +14,7 @@ import (
 // TestMain lets the test binary run as the shim, as the daemon's binary
 // does without cloudupload-shim.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == Arg {
-		os.Exit(Run(os.Args[2:]))
-	}
+	RunIfRequested()
 	os.Exit(m.Run())
 }
 

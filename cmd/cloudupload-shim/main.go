@@ -11,9 +11,7 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != shim.Arg {
-		fmt.Fprintln(os.Stderr, "cloudupload-shim: started by cloudupload-server for each job; not meant to be run by hand")
-		os.Exit(2)
-	}
-	os.Exit(shim.Run(os.Args[2:]))
+	shim.RunIfRequested()
+	fmt.Fprintln(os.Stderr, "cloudupload-shim: started by cloudupload-server for each job; not meant to be run by hand")
+	os.Exit(2)
 }
