@@ -6,22 +6,28 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/cloudupload/cloudupload"
 	"github.com/cloudupload/cloudupload/internal/atomicfile"
+	"github.com/cloudupload/cloudupload/internal/human"
 )
 
 // diskStore is the default Store: job records in the state directory, as
 // doc.go describes (next-id, jobs/<id>/job.json and data, done/<id>/). The
-// Manager keeps its job's other files in the same directories.
+// Manager keeps its job's other files in the same directories. Each change
+// is committed to the journal (journal.go) before the files show it.
 type diskStore struct {
 	dir, jobsDir, doneDir string
 	log                   *slog.Logger
+	jl                    *journal // set by Load (journal.go)
 
 	idMu     sync.Mutex
 	next     int64 // the next id to give
@@ -76,8 +82,8 @@ func (s *diskStore) doneJobDir(id int64) string {
 	return filepath.Join(s.doneDir, strconv.FormatInt(id, 10))
 }
 
-// Load reads the state directory: it removes the leftovers of interrupted
-// writes and creates, finishes the archiving of jobs that became final just
+// Load reads the state directory: it replays the journals a crash left
+// (replay), removes the leftovers of interrupted writes and creates, finishes the archiving of jobs that became final just
 // before a crash, and sets the next id past every id in use. Temporary
 // files of an uploading job are left alone: its uploader and shim may still
 // be writing them (they are removed when the job ends). A job whose
@@ -85,9 +91,19 @@ func (s *diskStore) doneJobDir(id int64) string {
 // untouched for the operator (unreadableDir); a next-id that cannot be read
 // is rebuilt from the highest id on disk.
 func (s *diskStore) Load(ctx context.Context) ([]cloudupload.Job, error) {
-	if err := removeTemps(s.dir); err != nil {
+	for _, d := range []string{s.dir, s.jobsDir} {
+		if err := removeTemps(d); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.replay(); err != nil {
 		return nil, err
 	}
+	jl, err := openJournal(s.dir, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.jl = jl
 	nextPath := filepath.Join(s.dir, fileNextID)
 	next, err := readNextID(nextPath)
 	if err != nil {
@@ -211,23 +227,38 @@ func (s *diskStore) NextID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// Create makes the job's directory with its data, then its job.json: a
-// job.json means a complete job.
+// Create makes the job's directory under a temporary name with its data
+// and job.json, commits the job to the journal, and renames the directory
+// to its id: a directory named by its id is a complete job.
 func (s *diskStore) Create(ctx context.Context, j cloudupload.Job, data []byte) error {
-	dir := s.jobDir(j.ID)
-	err := os.Mkdir(dir, 0o750)
+	doc, err := encodeJob(j)
+	if err != nil {
+		return fmt.Errorf("create job %d: %w", j.ID, err)
+	}
+	s.jl.gate.RLock()
+	defer s.jl.gate.RUnlock()
+	tmp, err := os.MkdirTemp(s.jobsDir, "."+strconv.FormatInt(j.ID, 10)+tmpMarker)
 	if err == nil {
-		err = syncDir(s.jobsDir)
+		err = os.Chmod(tmp, 0o750)
 	}
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(dir, fileData), data, 0o600)
+		err = os.WriteFile(filepath.Join(tmp, fileData), data, 0o600)
 	}
 	if err == nil {
-		err = writeJob(dir, j)
+		err = os.WriteFile(filepath.Join(tmp, fileJob), doc, 0o644)
+	}
+	if err == nil {
+		err = s.jl.commit(&journalRecord{job: j, data: data, flags: recData})
 	}
 	if err != nil {
-		os.RemoveAll(dir)
+		if tmp != "" {
+			os.RemoveAll(tmp)
+		}
 		return fmt.Errorf("create job %d: %w", j.ID, err)
+	}
+	if err := os.Rename(tmp, s.jobDir(j.ID)); err != nil {
+		os.RemoveAll(tmp)
+		return s.jl.diverged(j.ID, err)
 	}
 	s.mu.Lock()
 	s.active[j.ID] = j
@@ -250,11 +281,11 @@ func (s *diskStore) Update(ctx context.Context, j cloudupload.Job) error {
 		}
 		return cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job")
 	}
-	return s.write(j)
+	return s.write(j, nil, false)
 }
 
-func (s *diskStore) write(j cloudupload.Job) error {
-	if err := writeJob(s.jobDir(j.ID), j); err != nil {
+func (s *diskStore) write(j cloudupload.Job, image []byte, withImage bool) error {
+	if err := s.record(j, image, withImage); err != nil {
 		return fmt.Errorf("write job %d: %w", j.ID, err)
 	}
 	s.mu.Lock()
@@ -272,6 +303,73 @@ func (s *diskStore) write(j cloudupload.Job) error {
 		}
 	}
 	return nil
+}
+
+// record commits j (with its image when withImage) to the journal, then
+// shows it in job.json, rewritten in place: a new file per change would
+// cost an inode allocation and a deletion each, which ext4 without a
+// journal makes expensive. A crash in the middle of the rewrite is
+// repaired by the replay of the record at the next start (the checkpoint
+// that would drop the record waits for the rewrite). A document that
+// needs more space than the file has is staged beside it first, so a
+// full disk fails the change before its commit, and renamed after.
+func (s *diskStore) record(j cloudupload.Job, image []byte, withImage bool) error {
+	path := filepath.Join(s.jobDir(j.ID), fileJob)
+	doc, err := encodeJob(j)
+	if err != nil {
+		return err
+	}
+	s.jl.gate.RLock()
+	defer s.jl.gate.RUnlock()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	tmp := ""
+	if int64(len(doc)) > st.Blocks*512 {
+		if tmp, err = atomicfile.Stage(path, doc, 0o644); err != nil {
+			return err
+		}
+	}
+	rec := &journalRecord{job: j}
+	if withImage {
+		rec.image, rec.flags = image, recImage
+	}
+	if err := s.jl.commit(rec); err != nil {
+		if tmp != "" {
+			os.Remove(tmp)
+		}
+		return err
+	}
+	if tmp != "" {
+		err = os.Rename(tmp, path)
+	} else if _, err = f.WriteAt(doc, 0); err == nil {
+		err = f.Truncate(int64(len(doc)))
+	}
+	if err != nil {
+		if tmp != "" {
+			os.Remove(tmp)
+		}
+		return s.jl.diverged(j.ID, err)
+	}
+	return nil
+}
+
+// UpdateImage is Update with the job's image in its record: the Manager
+// wrote the image file without syncing it (see imageJournal).
+func (s *diskStore) UpdateImage(ctx context.Context, j cloudupload.Job, image []byte) error {
+	s.mu.Lock()
+	_, ok := s.active[j.ID]
+	s.mu.Unlock()
+	if !ok {
+		return cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job")
+	}
+	return s.write(j, image, true)
 }
 
 // archiver archives final jobs in batches, with one sync of the two
@@ -351,7 +449,7 @@ func (s *diskStore) Claim(ctx context.Context, j cloudupload.Job, limits Limits)
 	prev := s.active[j.ID]
 	s.active[j.ID] = j
 	s.mu.Unlock()
-	if err := writeJob(s.jobDir(j.ID), j); err != nil {
+	if err := s.record(j, nil, false); err != nil {
 		s.mu.Lock()
 		s.active[j.ID] = prev
 		s.mu.Unlock()
@@ -424,7 +522,8 @@ func (s *diskStore) Remove(ctx context.Context, id int64) error {
 	return syncDir(s.doneDir)
 }
 
-// Close finishes the archives under way.
+// Close finishes the archives under way and closes the journal (a last
+// checkpoint: a clean stop leaves no journal).
 func (s *diskStore) Close() error {
 	select {
 	case <-s.stop:
@@ -432,16 +531,10 @@ func (s *diskStore) Close() error {
 		close(s.stop)
 	}
 	<-s.stopped
-	return nil
-}
-
-// writeJob writes j as dir/job.json.
-func writeJob(dir string, j cloudupload.Job) error {
-	b, err := encodeJob(j)
-	if err != nil {
-		return err
+	if s.jl != nil {
+		return s.jl.close()
 	}
-	return writeFileAtomic(filepath.Join(dir, fileJob), b, 0o644)
+	return nil
 }
 
 // archiveDir moves the final job id from jobsDir to doneDir, without its
@@ -473,6 +566,73 @@ func archiveFiles(jobsDir, doneDir string, id int64) error {
 		return err
 	}
 	return os.Rename(dir, dst)
+}
+
+// replay writes what the journals left by a crash record over the job
+// files (each job's last document, and its data and image while it is
+// unfinished), makes it durable with one syncfs, and removes the journals.
+// A job whose directory is gone (its creation was cut before the
+// directory reached the disk) gets it again.
+func (s *diskStore) replay() error {
+	names, _, err := journalNames(s.dir)
+	if err != nil || len(names) == 0 {
+		return err
+	}
+	start := time.Now()
+	jobs, records, torn, err := readJournals(names)
+	if err != nil {
+		return fmt.Errorf("replay the job journal: %w", err)
+	}
+	ids := slices.Sorted(maps.Keys(jobs))
+	for _, id := range ids {
+		r := jobs[id]
+		dir := s.jobDir(id)
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(s.doneJobDir(id)); err == nil {
+				dir = s.doneJobDir(id)
+			} else if err := os.Mkdir(dir, 0o750); err != nil {
+				return fmt.Errorf("replay job %d: %w", id, err)
+			}
+		}
+		doc, err := encodeJob(r.job)
+		if err != nil {
+			return err
+		}
+		if !r.job.State.Final() {
+			if r.hasData {
+				if err := writeIfDifferent(filepath.Join(dir, fileData), r.data, 0o600); err != nil {
+					return fmt.Errorf("replay job %d: %w", id, err)
+				}
+			}
+			if r.hasImage {
+				if err := writeIfDifferent(filepath.Join(dir, fileImage), r.image, 0o600); err != nil {
+					return fmt.Errorf("replay job %d: %w", id, err)
+				}
+			}
+		}
+		if err := writeIfDifferent(filepath.Join(dir, fileJob), doc, 0o644); err != nil {
+			return fmt.Errorf("replay job %d: %w", id, err)
+		}
+	}
+	if err := syncFS(s.dir); err != nil {
+		return fmt.Errorf("replay the job journal: %w", err)
+	}
+	for _, name := range names {
+		if err := os.Remove(name); err != nil {
+			return err
+		}
+	}
+	if err := syncDir(s.dir); err != nil {
+		return err
+	}
+	args := []any{"journals", len(names), "records", records, "jobs", len(ids), "took", human.Round(time.Since(start))}
+	if torn > 0 {
+		// Expected after a crash mid-commit: that change was never
+		// acknowledged.
+		args = append(args, "torn_ends", torn)
+	}
+	s.log.Info("replayed the job journal", args...)
+	return nil
 }
 
 var _ Store = (*diskStore)(nil)

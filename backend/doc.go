@@ -13,6 +13,7 @@
 //	                         reserved here before use, so ids are never reused (after a restart they
 //	                         continue past the block: increasing, not contiguous)
 //	STATE/lock               locked (flock) by the running server: one server per state directory
+//	STATE/journal.<n>        the job journal while the server runs (see below); none after a clean stop
 //	STATE/MIGRATED           written by Migrate once the jobs moved into a shared store: the server
 //	                         then starts on this directory only with that store
 //	STATE/jobs/<id>/         one directory per unfinished job
@@ -29,10 +30,25 @@
 //	                         in jobs/<id>/, then the directory moves here in the background,
 //	                         several jobs per sync; a restart finishes a move a crash cut)
 //
-// Every change is written atomically: a temporary file ".<name>.tmp-*" in
-// the same directory, fsync, rename, fsync of the directory; temporary files
-// left by a crash are removed at start. A job's state is on disk before it
-// is visible through the API or acted upon. Times in job.json are unix
+// A job's state is on disk before it is visible through the API or acted
+// upon. Each change (a job created with its data, each new state, and the
+// image of a job whose image is at most 1 MiB) is first appended to the
+// journal, a binary file of checksummed records, and made durable there
+// with fdatasync; changes made at the same time share one fdatasync, so a
+// burst of creates costs a few device flushes rather than several per job.
+// Then the job's files show it: job.json and data are replaced atomically
+// (a temporary file ".<name>.tmp-*" renamed over the old one; a new job's
+// directory is made as ".<id>.tmp-*" and renamed), without an fsync of
+// their own. Every 2 s, when the journal holds records, a checkpoint
+// starts a new journal file, makes every file written before it durable
+// with one syncfs of the state directory's file system, and removes the
+// old journal. After a crash, the next start replays the journals over the
+// files (a record cut by the crash was never acknowledged and is ignored),
+// syncs, and removes them; temporary files and directories are removed.
+// A clean stop checkpoints and leaves no journal, so an older server can
+// read the directory. The state directory must be one file system (syncfs
+// covers one). Images over 1 MiB, next-id, and the moves to done/ are
+// synced as before, without the journal. Times in job.json are unix
 // seconds; pid_start is the start time of pid in clock ticks since boot
 // (/proc/<pid>/stat field 22).
 //

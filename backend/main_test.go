@@ -238,6 +238,31 @@ func diskJob(t testing.TB, dir string, id int64) cloudupload.Job {
 	return cloudupload.Job{}
 }
 
+// recordDiskJob records j in state directory dir as a daemon that died
+// just after would have: in jobs/<id>/job.json and in a journal of its own
+// after the others (so a replay at the next start ends with it).
+func recordDiskJob(t testing.TB, dir string, j cloudupload.Job) {
+	t.Helper()
+	b, err := encodeJob(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, dirJobs, j.Name(), fileJob), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, last, err := journalNames(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := (&journalRecord{job: j}).encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, journalPrefix+strconv.FormatInt(last+1, 10)), rec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // fakeFetcher serves content; with block set it writes half, then waits for
 // block to close or ctx to end.
 type fakeFetcher struct {

@@ -602,6 +602,12 @@ func truncate(s string, max int) string {
 // directory moved to done/) before it shows as final. The caller holds
 // e.wmu.
 func (m *Manager) commit(e *entry, j cloudupload.Job) error {
+	return m.commitImage(e, j, nil)
+}
+
+// commitImage is commit with the job's image in the record when image is
+// not nil (the Store is an imageJournal).
+func (m *Manager) commitImage(e *entry, j cloudupload.Job, image []byte) error {
 	now := time.Now().Unix()
 	j.Updated = now
 	final := j.State.Final()
@@ -616,7 +622,13 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 	if final && m.shared != nil {
 		m.saveLogShared(j.ID)
 	}
-	if err := m.store.Update(m.ctx, j); err != nil {
+	var err error
+	if ij, ok := m.store.(imageJournal); ok && image != nil {
+		err = ij.UpdateImage(m.ctx, j, image)
+	} else {
+		err = m.store.Update(m.ctx, j)
+	}
+	if err != nil {
 		if errors.Is(err, ErrNotHeld) {
 			m.notHeld(e, err)
 		}
@@ -652,6 +664,12 @@ func (m *Manager) commit(e *entry, j cloudupload.Job) error {
 // move changes job e to state to with details, after edit. The caller holds
 // e.wmu.
 func (m *Manager) move(e *entry, to cloudupload.State, details string, edit func(*cloudupload.Job)) (cloudupload.Job, error) {
+	return m.moveImage(e, to, details, edit, nil)
+}
+
+// moveImage is move with the job's whole image, not synced, recorded with
+// the change (see imageJournal) when image is not nil.
+func (m *Manager) moveImage(e *entry, to cloudupload.State, details string, edit func(*cloudupload.Job), image []byte) (cloudupload.Job, error) {
 	j := m.snapshot(e)
 	if err := cloudupload.CheckMove(j.State, to); err != nil {
 		return j, err
@@ -660,7 +678,7 @@ func (m *Manager) move(e *entry, to cloudupload.State, details string, edit func
 	if edit != nil {
 		edit(&j)
 	}
-	if err := m.commit(e, j); err != nil {
+	if err := m.commitImage(e, j, image); err != nil {
 		m.jobLogger(j).Error("cannot record job state", "state", string(to), "err", err)
 		return j, internal("could not record the job's state", err)
 	}
@@ -746,7 +764,7 @@ func (m *Manager) receive(ctx context.Context, id int64, body io.Reader, size in
 	// A job's size (from the skeleton) is what must arrive, as OBS checked;
 	// a Content-Length that says otherwise fails the job at once.
 	if j.Size > 0 && size >= 0 && size != j.Size {
-		return m.endReceive(e, 0, 0, &sizeError{got: size, want: j.Size, announced: true})
+		return m.endReceive(e, 0, nil, 0, &sizeError{got: size, want: j.Size, announced: true})
 	}
 	e.progress.begin(cloudupload.StateReceiving, time.Now())
 	body = &countingReader{m: m, e: e, r: body}
@@ -754,11 +772,14 @@ func (m *Manager) receive(ctx context.Context, id int64, body io.Reader, size in
 	log.Info("receiving image", "bytes", expect)
 	start := time.Now()
 	go m.watchIdle(ctx, cancel, e.progress.received.Load)
-	n, err := m.writeImage(ctx, j.ID, body, expect)
+	bp := receiveBuffers.Get().(*[]byte)
+	defer receiveBuffers.Put(bp)
+	_, inline := m.store.(imageJournal)
+	n, image, err := m.writeImage(ctx, j.ID, body, expect, *bp, inline)
 	if err == nil && expect >= 0 && n != expect {
 		err = &sizeError{got: n, want: expect}
 	}
-	return m.endReceive(e, n, time.Since(start), err)
+	return m.endReceive(e, n, image, time.Since(start), err)
 }
 
 // Interrupter is implemented by an image body whose blocked Read can be
@@ -844,12 +865,35 @@ type fetchError struct{ err error }
 func (e *fetchError) Error() string { return "fetch image: " + e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
+// imageJournal is implemented by a Store that can make a small image
+// durable with the record that schedules its job (the disk store's
+// journal): the Manager then writes the image file without syncing it and
+// hands its bytes to UpdateImage, which records j as Update does, and a
+// restart after a crash rewrites the file from the record. One group
+// commit then covers a small upload's image and state, where a file of its
+// own would cost an fsync (a device flush) per image.
+type imageJournal interface {
+	UpdateImage(ctx context.Context, j cloudupload.Job, image []byte) error
+}
+
+// maxInlineImage is the largest image kept in a journal record: one
+// receive buffer, so a record costs no memory a receive does not already
+// hold.
+const maxInlineImage = receiveBufferSize
+
+// receiveBuffers are the buffers of receives (receiveBufferSize each):
+// a burst of small PUTs must not allocate a fresh megabyte each.
+var receiveBuffers = sync.Pool{New: func() any { b := make([]byte, receiveBufferSize); return &b }}
+
 // writeImage writes the image of job id from r (at most limit+1 bytes when
-// limit >= 0, to notice a long body), syncs it, and returns its size.
-func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64) (n int64, err error) {
+// limit >= 0, to notice a long body) and returns its size. The image is
+// synced, unless inline is set and it fits in one buffer: then it is
+// returned (in buf, a receiveBuffers buffer the caller puts back) for
+// UpdateImage instead.
+func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit int64, buf []byte, inline bool) (n int64, image []byte, err error) {
 	f, err := os.OpenFile(filepath.Join(m.jobDir(id), fileImage), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer func() {
 		if cerr := f.Close(); err == nil {
@@ -859,29 +903,40 @@ func (m *Manager) writeImage(ctx context.Context, id int64, r io.Reader, limit i
 	if limit >= 0 {
 		r = io.LimitReader(r, limit+1)
 	}
-	buf := make([]byte, receiveBufferSize)
+	inline = inline && limit >= 0 && limit < maxInlineImage && limit < int64(len(buf))
+	fill := 0 // bytes of buf not yet written (inline: the whole image)
 	for {
 		if ctx.Err() != nil {
-			return n, context.Cause(ctx)
+			return n, nil, context.Cause(ctx)
 		}
-		nr, rerr := r.Read(buf)
-		if nr > 0 {
-			nw, werr := f.Write(buf[:nr])
+		nr, rerr := r.Read(buf[fill:])
+		fill += nr
+		if !inline || fill == len(buf) {
+			nw, werr := f.Write(buf[:fill])
 			n += int64(nw)
 			if werr != nil {
-				return n, werr
+				return n, nil, werr
 			}
+			inline, fill = false, 0
 		}
 		if rerr == io.EOF {
 			break
 		} else if rerr != nil {
 			if ctx.Err() != nil {
-				return n, context.Cause(ctx)
+				return n, nil, context.Cause(ctx)
 			}
-			return n, &readError{rerr}
+			return n, nil, &readError{rerr}
 		}
 	}
-	return n, f.Sync()
+	if inline {
+		nw, werr := f.Write(buf[:fill])
+		n += int64(nw)
+		if werr != nil {
+			return n, nil, werr
+		}
+		return n, buf[:fill], nil
+	}
+	return n, nil, f.Sync()
 }
 
 // receiveReason says for people why receiving failed, without server paths.
@@ -911,8 +966,9 @@ func (m *Manager) receiveReason(err error) string {
 }
 
 // endReceive records how receiving job e ended. The caller's receive must
-// have stopped.
-func (m *Manager) endReceive(e *entry, n int64, took time.Duration, rerr error) error {
+// have stopped. A non-nil image is the whole image, not synced, for the
+// Store's UpdateImage.
+func (m *Manager) endReceive(e *entry, n int64, image []byte, took time.Duration, rerr error) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	e.recvCancel, e.recvDone = nil, nil
@@ -950,9 +1006,9 @@ func (m *Manager) endReceive(e *entry, n int64, took time.Duration, rerr error) 
 		}
 		return &cloudupload.Error{Code: code, Message: reason, Err: rerr}
 	}
-	if _, err := m.move(e, cloudupload.StateScheduled, detailsScheduled, func(j *cloudupload.Job) {
+	if _, err := m.moveImage(e, cloudupload.StateScheduled, detailsScheduled, func(j *cloudupload.Job) {
 		j.Size, j.Pid, j.PidStart = n, 0, 0
-	}); err != nil {
+	}, image); err != nil {
 		return err
 	}
 	mib := float64(n) / (1 << 20)
@@ -1008,7 +1064,7 @@ func (m *Manager) fetch(e *entry) {
 	before := m.imageSize(j.ID)
 	size, err := m.fetchImage(ctx, j)
 	m.received.Add(max(0, m.imageSize(j.ID)-before))
-	m.endReceive(e, size, time.Since(start), err)
+	m.endReceive(e, size, nil, time.Since(start), err)
 }
 
 // fetchImage runs the Fetcher into the job's image file, resuming after

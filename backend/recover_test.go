@@ -83,8 +83,7 @@ func TestRecoveryKillResumed(t *testing.T) {
 	sigkill(t, daemon)
 	j := diskJob(t, dir, id)
 	j.Details = detailsKilling
-	b, _ := encodeJob(j)
-	os.WriteFile(filepath.Join(dir, "jobs", name, "job.json"), b, 0o644)
+	recordDiskJob(t, dir, j)
 
 	m := open(t, daemonConfig(dir))
 	j = wait(t, m, id)
@@ -161,8 +160,7 @@ func TestRecoveryNoPidShim(t *testing.T) {
 	sigkill(t, daemon)
 	j := diskJob(t, dir, id)
 	j.Pid, j.PidStart = 0, 0
-	b, _ := encodeJob(j)
-	os.WriteFile(filepath.Join(dir, "jobs", name, "job.json"), b, 0o644)
+	recordDiskJob(t, dir, j)
 	// As if the uploader were writing its result file right now.
 	tmp := filepath.Join(dir, "jobs", name, ".result.tmp-123")
 	os.WriteFile(tmp, []byte("partial"), 0o644)
@@ -199,8 +197,7 @@ func TestRecoveryStartedScheduled(t *testing.T) {
 	sigkill(t, daemon)
 	j := diskJob(t, dir, id)
 	j.State, j.Details, j.Pid, j.PidStart, j.Started = cloudupload.StateScheduled, detailsScheduled, 0, 0, 0
-	b, _ := encodeJob(j)
-	os.WriteFile(filepath.Join(dir, "jobs", name, "job.json"), b, 0o644)
+	recordDiskJob(t, dir, j)
 	// As if the shim were writing its exit file right now.
 	tmp := filepath.Join(dir, "jobs", name, ".exit.tmp-123")
 	os.WriteFile(tmp, []byte("0"), 0o644)

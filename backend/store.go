@@ -45,7 +45,7 @@ func removeTemps(dir string) error {
 	}
 	for _, e := range ents {
 		if atomicfile.IsTemp(e.Name()) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !os.IsNotExist(err) {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}
@@ -70,17 +70,28 @@ func readJob(dir string) (cloudupload.Job, error) {
 	if err != nil {
 		return j, err
 	}
-	if err := json.Unmarshal(b, &j); err != nil {
-		return j, fmt.Errorf("decode %s: %w", filepath.Join(dir, fileJob), err)
+	if err := decodeJob(b, &j); err != nil {
+		return j, fmt.Errorf("%s: %w", filepath.Join(dir, fileJob), err)
 	}
 	id, err := parseID(filepath.Base(dir))
 	if err != nil || id != j.ID {
 		return j, fmt.Errorf("%s: job id %d does not match its directory", filepath.Join(dir, fileJob), j.ID)
 	}
-	if !j.State.Valid() {
-		return j, fmt.Errorf("%s: unknown state %q", filepath.Join(dir, fileJob), j.State)
-	}
 	return j, nil
+}
+
+// decodeJob parses a job document (job.json, a journal record).
+func decodeJob(b []byte, j *cloudupload.Job) error {
+	if err := json.Unmarshal(b, j); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	if j.ID <= 0 {
+		return fmt.Errorf("job id %d", j.ID)
+	}
+	if !j.State.Valid() {
+		return fmt.Errorf("unknown state %q", j.State)
+	}
+	return nil
 }
 
 // parseID parses a job directory name: a positive decimal id without

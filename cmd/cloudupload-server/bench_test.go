@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -544,8 +546,25 @@ func BenchmarkKill(b *testing.B) {
 // checked before each job exists: the latency of each create (p50, p99)
 // and of the whole burst, with the uploader's long-lived validate-stream
 // (stream) and with a validate process per create (exec: the same uploader
-// behind a wrapper that does not know validate-stream).
+// behind a wrapper that does not know validate-stream). The baseline
+// (floor) is the same client against an HTTP server in the benchmark's own
+// process that answers each request at once, storing and checking nothing:
+// what the client, HTTP and this machine's two cores cost by themselves.
 func BenchmarkCreateBurst(b *testing.B) {
+	b.Run("floor", func(b *testing.B) {
+		var next atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "text/xml")
+			fmt.Fprintf(w, "<clouduploadjob name=\"%d\">\n  <state>created</state>\n</clouduploadjob>\n", next.Add(1))
+		}))
+		defer srv.Close()
+		lat, total, failed := createBurst(b, srv.URL, 200)
+		b.ReportMetric(float64(failed), "failed-creates")
+		b.ReportMetric(ms(percentile(lat, 0.5)), "ms-p50/create")
+		b.ReportMetric(ms(percentile(lat, 0.99)), "ms-p99/create")
+		b.ReportMetric(ms(total), "ms/burst")
+	})
 	bin := testutil.BuildBinaries(b)
 	wrapper := filepath.Join(b.TempDir(), "exec-only")
 	os.WriteFile(wrapper, []byte("#!/bin/sh\n[ \"$1\" = validate-stream ] && exit 2\nexec "+filepath.Join(bin, "clouduploader")+" \"$@\"\n"), 0o755)

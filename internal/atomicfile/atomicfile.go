@@ -38,15 +38,36 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 // replace writes data to a temporary file beside path (synced when sync is
 // set) and renames it over path; it returns path's directory.
 func replace(path string, data []byte, perm os.FileMode, sync bool) (dir string, err error) {
+	dir = filepath.Dir(path)
+	tmp, err := stage(path, data, perm, sync)
+	if err != nil {
+		return dir, err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+	}
+	return dir, err
+}
+
+// Stage writes data, with permissions perm, to a new temporary file beside
+// path, without syncing it, and returns the temporary file's name:
+// renaming it over path then replaces path at once. It is for writers that
+// make the change durable by other means (the daemon's job journal) and
+// must not show it before they have. A leftover is recognised by IsTemp.
+func Stage(path string, data []byte, perm os.FileMode) (string, error) {
+	return stage(path, data, perm, false)
+}
+
+func stage(path string, data []byte, perm os.FileMode, sync bool) (tmp string, err error) {
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	f, err := os.CreateTemp(dir, "."+name+TempMarker+"*")
 	if err != nil {
-		return dir, err
+		return "", err
 	}
-	tmp := f.Name()
+	tmp = f.Name()
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -54,21 +75,21 @@ func replace(path string, data []byte, perm os.FileMode, sync bool) (dir string,
 		}
 	}()
 	if err = f.Chmod(perm); err != nil {
-		return dir, err
+		return "", err
 	}
 	if _, err = f.Write(data); err != nil {
-		return dir, err
+		return "", err
 	}
 	if sync {
 		syncs.Add(1)
 		if err = f.Sync(); err != nil {
-			return dir, err
+			return "", err
 		}
 	}
 	if err = f.Close(); err != nil {
-		return dir, err
+		return "", err
 	}
-	return dir, os.Rename(tmp, path)
+	return tmp, nil
 }
 
 // SyncDir makes the entries of dir (creations, renames, removals) durable.
