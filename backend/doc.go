@@ -39,7 +39,7 @@
 // Then the job's files show it: job.json and data are replaced atomically
 // (a temporary file ".<name>.tmp-*" renamed over the old one; a new job's
 // directory is made as ".<id>.tmp-*" and renamed), without an fsync of
-// their own. Every 2 s, when the journal holds records, a checkpoint
+// their own. Every 5 s, when the journal holds records, a checkpoint
 // starts a new journal file, makes every file written before it durable
 // with one syncfs of the state directory's file system, and removes the
 // old journal. After a crash, the next start replays the journals over the

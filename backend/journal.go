@@ -56,7 +56,7 @@ var journalSyncs atomic.Int64
 
 // checkpointEvery is how often a journal with records is checkpointed (a
 // variable for tests).
-var checkpointEvery = 2 * time.Second
+var checkpointEvery = 5 * time.Second
 
 // journalRecord is one change of a job: its whole document, and at its
 // creation its target data, or with the record that schedules it a small

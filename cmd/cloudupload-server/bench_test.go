@@ -546,7 +546,10 @@ func BenchmarkKill(b *testing.B) {
 // checked before each job exists: the latency of each create (p50, p99)
 // and of the whole burst, with the uploader's long-lived validate-stream
 // (stream) and with a validate process per create (exec: the same uploader
-// behind a wrapper that does not know validate-stream). The baseline
+// behind a wrapper that does not know validate-stream), and what the
+// creates cost without the uploads competing for the two cores (held:
+// validate-stream as in stream, but each "upload" is a shell sleeping
+// 0.3 s, so the burst's uploads use next to no CPU or disk). The baseline
 // (floor) is the same client against an HTTP server in the benchmark's own
 // process that answers each request at once, storing and checking nothing:
 // what the client, HTTP and this machine's two cores cost by themselves.
@@ -568,8 +571,10 @@ func BenchmarkCreateBurst(b *testing.B) {
 	bin := testutil.BuildBinaries(b)
 	wrapper := filepath.Join(b.TempDir(), "exec-only")
 	os.WriteFile(wrapper, []byte("#!/bin/sh\n[ \"$1\" = validate-stream ] && exit 2\nexec "+filepath.Join(bin, "clouduploader")+" \"$@\"\n"), 0o755)
+	held := filepath.Join(b.TempDir(), "held")
+	os.WriteFile(held, []byte("#!/bin/sh\n[ \"$1\" = validate-stream ] && exec "+filepath.Join(bin, "clouduploader")+" \"$@\"\nsleep 0.3\n"), 0o755)
 	for _, mode := range []struct{ name, uploader string }{
-		{"stream", filepath.Join(bin, "clouduploader")}, {"exec", wrapper},
+		{"stream", filepath.Join(bin, "clouduploader")}, {"exec", wrapper}, {"held", held},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			syscall.Sync() // nothing left to write back from earlier benchmarks
