@@ -16,7 +16,8 @@
 //	STATE/journal.<n>        the job journal while the server runs (see below); none after a clean stop
 //	STATE/MIGRATED           written by Migrate once the jobs moved into a shared store: the server
 //	                         then starts on this directory only with that store
-//	STATE/jobs/<id>/         one directory per unfinished job
+//	STATE/jobs/<id>/         one directory per unfinished job (on ext2/3/4, jobs/ is marked
+//	                         chattr +T, so these spread over the block groups)
 //	    job.json             the whole job (state, details, names, pid, times), indented JSON
 //	    data                 the target data (mode 0600; never logged, never in argv)
 //	    image                the image as received

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cloudupload/cloudupload"
 )
 
@@ -293,5 +295,34 @@ func TestJournalRecord(t *testing.T) {
 	b, _ = bad.encode(nil)
 	if _, err := readRecord(bufio.NewReader(bytes.NewReader(b))); err == nil || err == errTorn {
 		t.Errorf("an undecodable record: %v, want an error", err)
+	}
+}
+
+// TestJobsDirSpreadsSubdirs: on ext2/3/4 the jobs directory carries the
+// top-directory flag (chattr +T), so job directories are spread over the
+// block groups (see spreadSubdirs).
+func TestJobsDirSpreadsSubdirs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s := openTestStore(t, dir)
+	defer s.Close()
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.jobsDir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != unix.EXT4_SUPER_MAGIC {
+		t.Logf("the state directory is not on ext2/3/4 (file system type %#x): no flag to set", st.Type)
+		return
+	}
+	f, err := os.Open(s.jobsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&0x00020000 == 0 {
+		t.Errorf("jobs/ flags %#x: no FS_TOPDIR_FL", flags)
 	}
 }
