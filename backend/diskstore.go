@@ -251,7 +251,7 @@ func (s *diskStore) Create(ctx context.Context, j cloudupload.Job, data []byte) 
 		err = os.WriteFile(filepath.Join(tmp, fileJob), doc, 0o644)
 	}
 	if err == nil {
-		err = s.jl.commit(&journalRecord{job: j, data: data, flags: recData})
+		err = s.jl.commit(&journalRecord{job: j, doc: doc, data: data, flags: recData})
 	}
 	if err != nil {
 		if tmp != "" {
@@ -339,7 +339,7 @@ func (s *diskStore) record(j cloudupload.Job, image []byte, withImage bool) erro
 			return err
 		}
 	}
-	rec := &journalRecord{job: j}
+	rec := &journalRecord{job: j, doc: doc}
 	if withImage {
 		rec.image, rec.flags = image, recImage
 	}

@@ -63,6 +63,7 @@ var checkpointEvery = 5 * time.Second
 // image (UpdateImage).
 type journalRecord struct {
 	job   cloudupload.Job
+	doc   []byte // job encoded (encodeJob), when the caller has it already
 	data  []byte
 	image []byte
 	flags byte
@@ -72,9 +73,12 @@ type journalRecord struct {
 // checksum, u32 CRC-32C of it, flags, then each part as u32 length and
 // bytes (document, data if recData, image if recImage). Little endian.
 func (r *journalRecord) encode(b []byte) ([]byte, error) {
-	doc, err := encodeJob(r.job)
-	if err != nil {
-		return b, err
+	doc := r.doc
+	if doc == nil {
+		var err error
+		if doc, err = encodeJob(r.job); err != nil {
+			return b, err
+		}
 	}
 	n := 1 + 4 + len(doc)
 	if r.flags&recData != 0 {
