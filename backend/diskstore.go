@@ -259,7 +259,7 @@ func (s *diskStore) Create(ctx context.Context, j cloudupload.Job, data []byte) 
 		}
 		return fmt.Errorf("create job %d: %w", j.ID, err)
 	}
-	if err := os.Rename(tmp, s.jobDir(j.ID)); err != nil {
+	if err := renameCommitted(tmp, s.jobDir(j.ID)); err != nil {
 		os.RemoveAll(tmp)
 		return s.jl.diverged(j.ID, err)
 	}
@@ -350,7 +350,7 @@ func (s *diskStore) record(j cloudupload.Job, image []byte, withImage bool) erro
 		return err
 	}
 	if tmp != "" {
-		err = os.Rename(tmp, path)
+		err = renameCommitted(tmp, path)
 	} else if _, err = f.WriteAt(doc, 0); err == nil {
 		err = f.Truncate(int64(len(doc)))
 	}
@@ -362,6 +362,10 @@ func (s *diskStore) record(j cloudupload.Job, image []byte, withImage bool) erro
 	}
 	return nil
 }
+
+// renameCommitted shows a committed change (a variable for the test of a
+// failure after the commit).
+var renameCommitted = os.Rename
 
 // UpdateImage is Update with the job's image in its record: the Manager
 // wrote the image file without syncing it (see imageJournal).

@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -324,5 +326,47 @@ func TestJobsDirSpreadsSubdirs(t *testing.T) {
 	}
 	if flags&0x00020000 == 0 {
 		t.Errorf("jobs/ flags %#x: no FS_TOPDIR_FL", flags)
+	}
+}
+
+// TestJournalDivergedFiles: when a job's files cannot be written after its
+// change was committed, the change fails saying to restart, every later
+// change fails too, the journal outlives Close, and the restart's replay
+// shows the committed change.
+func TestJournalDivergedFiles(t *testing.T) {
+	noCheckpoints(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "state")
+	s := openTestStore(t, dir)
+	j := cloudupload.Job{ID: 1, State: cloudupload.StateCreated, User: "alice", Target: "mirror"}
+	if err := s.Create(ctx, j, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	renameCommitted = func(string, string) error { return syscall.EIO }
+	defer func() { renameCommitted = os.Rename }()
+	j2 := cloudupload.Job{ID: 2, State: cloudupload.StateCreated, User: "bob", Target: "mirror"}
+	err := s.Create(ctx, j2, []byte(`{"b":1}`))
+	if err == nil || !strings.Contains(err.Error(), "restart the server") {
+		t.Fatalf("create whose directory could not be shown after its commit: %v", err)
+	}
+	renameCommitted = os.Rename
+	j.State = cloudupload.StateFailed
+	if err := s.Update(ctx, j); err == nil {
+		t.Error("a change after the journal broke was accepted")
+	}
+	s.Close()
+	if names, _, _ := journalNames(dir); len(names) == 0 {
+		t.Fatal("Close removed the journal of a change the files do not show")
+	}
+	s = openTestStore(t, dir)
+	defer s.Close()
+	if got, err := s.Get(ctx, 2); err != nil || got != j2 {
+		t.Errorf("job 2 after the restart: %+v, %v; want %+v", got, err, j2)
+	}
+	if data, err := s.Data(ctx, 2); err != nil || string(data) != `{"b":1}` {
+		t.Errorf("job 2's data after the restart: %q, %v", data, err)
+	}
+	if got, _ := s.Get(ctx, 1); got.State != cloudupload.StateCreated {
+		t.Errorf("job 1 is %s: the refused change was recorded", got.State)
 	}
 }
