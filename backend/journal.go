@@ -54,6 +54,10 @@ const (
 // process, for benchmarks that count a job's device flushes.
 var journalSyncs atomic.Int64
 
+// journalSyncHook, when set (by tests), is called by the committer before
+// each fdatasync with the number of records it covers.
+var journalSyncHook func(records int)
+
 // checkpointEvery is how often a journal with records is checkpointed (a
 // variable for tests).
 var checkpointEvery = 5 * time.Second
@@ -373,6 +377,9 @@ func (jl *journal) committer() {
 			}
 		} else {
 			journalSyncs.Add(1)
+			if journalSyncHook != nil {
+				journalSyncHook(len(ws))
+			}
 			if err = unix.Fdatasync(int(f.Fd())); err != nil {
 				broken = err // what reached the disk is unknown
 			}
