@@ -7,7 +7,10 @@
 //
 // Exit status: 0 success (result file: the result); 1 failure (result
 // file: one line saying why); 2 bad usage or invalid target data; 128+n
-// when stopped by signal n (143 for SIGTERM; result file: "killed").
+// when stopped by signal n (143 for SIGTERM; result file: "killed"). Once
+// the outcome is recorded, the process exits with it while the signals are
+// still caught (Options.Exit): a kill that arrives as the upload completes
+// cannot turn a published image into a job recorded as killed.
 //
 // Standard output is the job log, for people: a header naming the job,
 // target and image, each step of the target, the total time. The target

@@ -48,6 +48,14 @@ type Options struct {
 	// Signals are the signals that cancel an upload (SIGTERM and SIGINT
 	// when nil).
 	Signals []os.Signal
+	// Exit, when set (os.Exit in the clouduploader process), ends the
+	// process with an upload's exit status as soon as its outcome is
+	// recorded, while Signals are still caught: a signal arriving after
+	// that (the kill of the process group as the upload completes, then
+	// the one the shim passes on) cannot turn the outcome into a death by
+	// signal, which the daemon would record as killed. Without it, Main
+	// returns and the signals' default actions are restored.
+	Exit func(code int)
 }
 
 const usage = `usage:
@@ -281,7 +289,7 @@ func isAlnum(c byte) bool {
 }
 
 // upload runs one job: argv is OBS's.
-func upload(ctx context.Context, args []string, opts Options) int {
+func upload(ctx context.Context, args []string, opts Options) (code int) {
 	start := time.Now()
 	// SIGTERM/SIGINT (or ctx) cancel the upload; the target cleans up;
 	// later signals are ignored while it does.
@@ -290,6 +298,10 @@ func upload(ctx context.Context, args []string, opts Options) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, opts.Signals...)
 	defer signal.Stop(sigs)
+	if opts.Exit != nil {
+		// Deferred after Stop, so it runs before it (see Options.Exit).
+		defer func() { opts.Exit(code) }()
+	}
 	var stopSignal os.Signal
 	user, targetName, imagePath, dataPath, filename, resultPath := args[0], args[1], args[2], args[3], args[4], args[5]
 	log := targets.NewLog(opts.Stdout)

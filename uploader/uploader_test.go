@@ -29,6 +29,9 @@ import (
 //	           clean up (write dir/cleaned) and return the context's error
 //	slowclean  like block, but the cleanup waits for dir/release to exist
 //	stuck      like block, but never returns
+//	signalled  like ok, but from its end on the process keeps sending
+//	           itself SIGTERM, as a kill that comes as the upload
+//	           completes (the group's, then the one the shim passes on)
 type fake struct{}
 
 type fakeData struct {
@@ -45,9 +48,9 @@ func (fake) Check(job targets.Job, data []byte, getenv func(string) string) erro
 		return cloudupload.Errorf(cloudupload.EINVALID, "target data is not JSON")
 	}
 	switch d.Mode {
-	case "ok", "fail", "block", "slowclean", "stuck":
+	case "ok", "fail", "block", "slowclean", "stuck", "signalled":
 	default:
-		return cloudupload.Errorf(cloudupload.EINVALID, "mode %q is not one of ok, fail, block, slowclean, stuck", d.Mode)
+		return cloudupload.Errorf(cloudupload.EINVALID, "mode %q is not one of ok, fail, block, slowclean, stuck, signalled", d.Mode)
 	}
 	if job.Arch == "" || job.ID == "" {
 		return fmt.Errorf("job without arch or id: %+v", job)
@@ -67,6 +70,14 @@ func (fake) Upload(ctx context.Context, req targets.Request) (string, error) {
 	switch d.Mode {
 	case "fail":
 		return "", errors.New("fake failure:\nquota exceeded")
+	case "signalled":
+		go func() {
+			for {
+				syscall.Kill(os.Getpid(), syscall.SIGTERM)
+				time.Sleep(20 * time.Microsecond)
+			}
+		}()
+		return "done before the kill", nil
 	case "ok":
 		h := sha256.New()
 		n, err := io.Copy(h, disk)
@@ -103,7 +114,7 @@ func TestMain(m *testing.M) {
 		os.Exit(Main(context.Background(), os.Args[1:], Options{
 			Targets: []targets.Target{fake{}}, Getenv: os.Getenv,
 			Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
-			CleanupTimeout: cleanup,
+			CleanupTimeout: cleanup, Exit: os.Exit,
 		}))
 	}
 	os.Exit(m.Run())
@@ -394,6 +405,23 @@ func TestSIGTERM(t *testing.T) {
 	}
 }
 
+// TestSignalAfterTheOutcome: a kill that arrives as the upload completes,
+// and keeps arriving until the process is gone, does not turn the decided
+// success into a death by signal (which the daemon would record as killed,
+// with the image published).
+func TestSignalAfterTheOutcome(t *testing.T) {
+	for range 5 {
+		args, dir, _ := setup(t, "signalled")
+		cmd, sc, stderr := child(t, "", args...)
+		if code := exitCode(t, cmd, sc); code != ExitOK {
+			t.Fatalf("exit %d (%v), want %d; stderr %s", code, cmd.ProcessState, ExitOK, stderr)
+		}
+		if got := readResult(t, dir); got != "done before the kill" {
+			t.Errorf("result %q", got)
+		}
+	}
+}
+
 func TestSecondSignalWaitsForCleanup(t *testing.T) {
 	args, dir, _ := setup(t, "slowclean")
 	cmd, sc, _ := child(t, "", args...)
@@ -497,7 +525,7 @@ func TestValidateStream(t *testing.T) {
 	}
 	want := []cloudupload.ValidateResponse{
 		{Status: 0},
-		{Status: ExitUsage, Message: `mode "nope" is not one of ok, fail, block, slowclean, stuck`},
+		{Status: ExitUsage, Message: `mode "nope" is not one of ok, fail, block, slowclean, stuck, signalled`},
 		{Status: ExitUsage, Message: `unknown target "x" (known: fake)`},
 		{Status: ExitUsage, Message: "target data is larger than 10 MiB"},
 		{Status: 0}, // the arch comes from the file name then: x86_64 by default

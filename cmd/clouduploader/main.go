@@ -24,5 +24,6 @@ func main() {
 		Stdin:   os.Stdin,
 		Stdout:  os.Stdout,
 		Stderr:  os.Stderr,
+		Exit:    os.Exit,
 	}))
 }

@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 			Getenv:  os.Getenv,
 			Stdout:  os.Stdout,
 			Stderr:  os.Stderr,
+			Exit:    os.Exit,
 		}))
 	}
 	os.Exit(m.Run())
