@@ -86,8 +86,9 @@ func (s *diskStore) doneJobDir(id int64) string {
 }
 
 // Load reads the state directory: it replays the journals a crash left
-// (replay), removes the leftovers of interrupted writes and creates, finishes the archiving of jobs that became final just
-// before a crash, and sets the next id past every id in use. Temporary
+// (replay), removes the leftovers of interrupted writes and creates,
+// finishes the archiving of jobs that became final just before a crash,
+// and sets the next id past every id in use. Temporary
 // files of an uploading job are left alone: its uploader and shim may still
 // be writing them (they are removed when the job ends). A job whose
 // job.json cannot be read is returned failed (reasonUnreadable), its files
@@ -284,11 +285,11 @@ func (s *diskStore) Update(ctx context.Context, j cloudupload.Job) error {
 		}
 		return cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job")
 	}
-	return s.write(j, nil, false)
+	return s.write(j, nil)
 }
 
-func (s *diskStore) write(j cloudupload.Job, image []byte, withImage bool) error {
-	if err := s.record(j, image, withImage); err != nil {
+func (s *diskStore) write(j cloudupload.Job, image []byte) error {
+	if err := s.record(j, image); err != nil {
 		return fmt.Errorf("write job %d: %w", j.ID, err)
 	}
 	s.mu.Lock()
@@ -308,7 +309,7 @@ func (s *diskStore) write(j cloudupload.Job, image []byte, withImage bool) error
 	return nil
 }
 
-// record commits j (with its image when withImage) to the journal, then
+// record commits j (with image, when not nil) to the journal, then
 // shows it in job.json, rewritten in place: a new file per change would
 // cost an inode allocation and a deletion each, which ext4 without a
 // journal makes expensive. A crash in the middle of the rewrite is
@@ -316,7 +317,7 @@ func (s *diskStore) write(j cloudupload.Job, image []byte, withImage bool) error
 // that would drop the record waits for the rewrite). A document that
 // needs more space than the file has is staged beside it first, so a
 // full disk fails the change before its commit, and renamed after.
-func (s *diskStore) record(j cloudupload.Job, image []byte, withImage bool) error {
+func (s *diskStore) record(j cloudupload.Job, image []byte) error {
 	path := filepath.Join(s.jobDir(j.ID), fileJob)
 	doc, err := encodeJob(j)
 	if err != nil {
@@ -340,7 +341,7 @@ func (s *diskStore) record(j cloudupload.Job, image []byte, withImage bool) erro
 		}
 	}
 	rec := &journalRecord{job: j, doc: doc}
-	if withImage {
+	if image != nil {
 		rec.image, rec.flags = image, recImage
 	}
 	if err := s.jl.commit(rec); err != nil {
@@ -376,7 +377,7 @@ func (s *diskStore) UpdateImage(ctx context.Context, j cloudupload.Job, image []
 	if !ok {
 		return cloudupload.Errorf(cloudupload.ENOTFOUND, "no such job")
 	}
-	return s.write(j, image, true)
+	return s.write(j, image)
 }
 
 // archiver archives final jobs in batches, with one sync of the two
@@ -456,7 +457,7 @@ func (s *diskStore) Claim(ctx context.Context, j cloudupload.Job, limits Limits)
 	prev := s.active[j.ID]
 	s.active[j.ID] = j
 	s.mu.Unlock()
-	if err := s.record(j, nil, false); err != nil {
+	if err := s.record(j, nil); err != nil {
 		s.mu.Lock()
 		s.active[j.ID] = prev
 		s.mu.Unlock()
